@@ -1,0 +1,17 @@
+//! The pieces both services must agree on. Anything that crosses the wire between
+//! `api_service` and `quote_service`, or that both must interpret identically, lives here
+//! so the two sides cannot drift apart.
+
+pub mod config;
+pub mod contract;
+pub mod symbol;
+pub mod telemetry;
+
+pub use contract::{
+    CONTRACT_VERSION, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, QuoteResult,
+};
+pub use symbol::{Symbol, SymbolError};
+
+/// Header that carries the request id, on HTTP requests and in AMQP message headers alike,
+/// so one user request can be followed through both services' logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
