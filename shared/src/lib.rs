@@ -15,3 +15,10 @@ pub use symbol::{Symbol, SymbolError};
 /// Header that carries the request id, on HTTP requests and in AMQP message headers alike,
 /// so one user request can be followed through both services' logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// HTTP header on the fallback transport carrying [`QuoteRequest::deadline_ms`], so the quote
+/// service honours the caller's deadline over HTTP exactly as it does over AMQP.
+pub const DEADLINE_HEADER: &str = "x-deadline-ms";
+
+/// Default name of the durable RPC request queue; both services read `QUOTE_QUEUE`.
+pub const DEFAULT_QUOTE_QUEUE: &str = "quotes.rpc";
