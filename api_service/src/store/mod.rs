@@ -4,8 +4,25 @@
 //! default, one API instance) and PostgreSQL (several API instances). Both run the same
 //! contract test suite, so handlers never care which one they talk to.
 
+//!
+//! Public entry points: [`connect`] (picks the backend from the URL), [`run_migrations`] (the
+//! `migrate` subcommand) and [`Store::migrate`] (start-up, on the pool already open). Test
+//! databases for the contract suite and the end-to-end crate come from [`provision`].
+
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
+mod errors;
+mod group_commit;
+mod migrations;
+pub mod postgres;
+pub mod provision;
+pub mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 /// A user's role; admins may read stats and create users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,7 +111,22 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error(transparent)]
-    Other(#[from] sqlx::Error),
+    Other(sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the caller should answer 503 (retry later) rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// `?` on any sqlx error sorts it into Conflict / Unavailable / Other (see `errors.rs`), so no
+/// call site can forget the classification.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        errors::classify(err)
+    }
 }
 
 #[async_trait]
@@ -119,4 +151,78 @@ pub trait Store: Send + Sync + 'static {
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError>;
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies the embedded schema migrations for this backend (idempotent; on PostgreSQL an
+    /// advisory lock makes concurrent start-ups of several instances safe).
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Bulk-inserts history rows for one user in ONE transaction (multi-row statements) and
+    /// bumps the counters by the same amounts, exactly as if `record_quote` had been called
+    /// for each entry in order. For benchmarks and tests that need millions of rows fast.
+    async fn seed_history(
+        &self,
+        user_id: i64,
+        entries: &[NewHistoryEntry],
+    ) -> Result<(), StoreError>;
+    /// Waits for queued `record_quote` writes to commit, then closes the pool. Later calls
+    /// fail with [`StoreError::Unavailable`]. Call once on graceful shutdown.
+    async fn close(&self);
+}
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite:` → SQLite, `postgres:` / `postgresql:` → PostgreSQL, anything else is a
+    /// configuration error (reported without echoing the URL, which may hold a password).
+    pub fn from_url(database_url: &str) -> Result<Backend, StoreError> {
+        let scheme = database_url
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            _ => Err(StoreError::Other(sqlx::Error::Configuration(
+                "DATABASE_URL must start with sqlite:, postgres: or postgresql:".into(),
+            ))),
+        }
+    }
+}
+
+/// Opens a pool of at most `max_connections` for the backend named by the URL scheme. Does not
+/// migrate: call [`Store::migrate`] (start-up) or [`run_migrations`] (`migrate` subcommand).
+///
+/// SQLite creates the file when missing. PostgreSQL fails fast with
+/// [`StoreError::Unavailable`] when the server cannot be reached.
+pub async fn connect(
+    database_url: &str,
+    max_connections: u32,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match Backend::from_url(database_url)? {
+        Backend::Sqlite => Arc::new(SqliteStore::connect(database_url, max_connections).await?),
+        Backend::Postgres => Arc::new(PostgresStore::connect(database_url, max_connections).await?),
+    })
+}
+
+/// Connects with a single connection, applies pending migrations and closes again: what the
+/// `migrate` subcommand runs.
+pub async fn run_migrations(database_url: &str) -> Result<(), StoreError> {
+    let store = connect(database_url, 1).await?;
+    let result = store.migrate().await;
+    store.close().await;
+    result
+}
+
+/// Microsecond precision is what both backends store; truncating up front makes the value a
+/// caller gets back from the store equal to the one it would read later.
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+/// Counter key for a symbol: stats are case-insensitive (`AAPL.US` and `aapl.us` are one).
+pub(crate) fn counter_key(symbol: &str) -> String {
+    symbol.to_lowercase()
 }

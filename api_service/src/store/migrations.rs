@@ -1,0 +1,50 @@
+//! Schema migrations embedded in the binary (`include_str!`), so `api_service migrate` and
+//! start-up work from any working directory without the `sqlx` macros feature. sqlx's own
+//! migrator runs them: it records applied versions and checksums in `_sqlx_migrations` and,
+//! on PostgreSQL, holds an advisory lock so instances starting together do not race.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// (version, description, SQL). Append new files; never edit an applied one (its checksum is
+/// verified on every start-up).
+type Script = (i64, &'static str, &'static str);
+
+const SQLITE: &[Script] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+const POSTGRES: &[Script] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+fn migrator(scripts: &[Script]) -> Migrator {
+    Migrator::with_migrations(
+        scripts
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn sqlite() -> Migrator {
+    migrator(SQLITE)
+}
+
+pub(super) fn postgres() -> Migrator {
+    migrator(POSTGRES)
+}

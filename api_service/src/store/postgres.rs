@@ -1,0 +1,306 @@
+//! PostgreSQL backend: for several API instances sharing one database.
+//!
+//! The pool's acquire timeout is short (2 s) so an outage turns into a fast 503 rather than a
+//! hung request. Writes go through group commit with array (`UNNEST`) inserts: one statement
+//! per batch whatever its size, one plan, and hot counter rows locked once per batch in symbol
+//! order (so batches from different instances cannot deadlock).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use tracing::instrument;
+
+use super::group_commit::{BatchWriter, GroupCommit};
+use super::{
+    HistoryEntry, NewHistoryEntry, NewUser, StockCount, Store, StoreError, User, counter_key,
+    migrations, truncate_to_micros,
+};
+
+/// How long a request waits for a pooled connection before answering 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rows per array insert when seeding; bounds the size of one bind message.
+const ROWS_PER_STATEMENT: usize = 10_000;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    commits: GroupCommit,
+}
+
+impl PostgresStore {
+    /// Connects eagerly (one connection) so a wrong URL or a down server is reported at
+    /// start-up; later outages surface per call as [`StoreError::Unavailable`].
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(database_url)?.application_name("api_service");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_with(options)
+            .await?;
+        let commits = GroupCommit::spawn(PostgresWriter { pool: pool.clone() });
+        Ok(PostgresStore { pool, commits })
+    }
+
+    /// The underlying pool, for tests and benchmarks that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: role
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn history_from_row(row: &PgRow) -> Result<HistoryEntry, sqlx::Error> {
+    Ok(HistoryEntry {
+        id: row.try_get("id")?,
+        requested_at: row.try_get("requested_at")?,
+        symbol: row.try_get("symbol")?,
+        name: row.try_get("name")?,
+        open: row.try_get("open")?,
+        high: row.try_get("high")?,
+        low: row.try_get("low")?,
+        close: row.try_get("close")?,
+    })
+}
+
+/// Inserts the rows (in order, so ids follow the slice) and adds their counts to the counters
+/// inside `tx`.
+async fn insert_rows(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(i64, &NewHistoryEntry)],
+) -> Result<(), sqlx::Error> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let len = chunk.len();
+        let mut user_ids = Vec::with_capacity(len);
+        let mut requested_at: Vec<DateTime<Utc>> = Vec::with_capacity(len);
+        let mut symbols = Vec::with_capacity(len);
+        let mut names = Vec::with_capacity(len);
+        let (mut open, mut high, mut low, mut close) = (
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+        );
+        for (user_id, entry) in chunk {
+            *counts.entry(counter_key(&entry.symbol)).or_default() += 1;
+            user_ids.push(*user_id);
+            requested_at.push(entry.requested_at);
+            symbols.push(entry.symbol.as_str());
+            names.push(entry.name.as_str());
+            open.push(entry.open);
+            high.push(entry.high);
+            low.push(entry.low);
+            close.push(entry.close);
+        }
+        // WITH ORDINALITY + ORDER BY keeps the identity ids in slice order.
+        sqlx::query(
+            "INSERT INTO history (user_id, requested_at, symbol, name, open, high, low, close) \
+             SELECT user_id, requested_at, symbol, name, open, high, low, close \
+             FROM UNNEST($1::int8[], $2::timestamptz[], $3::text[], $4::text[], \
+                         $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
+                  WITH ORDINALITY AS r(user_id, requested_at, symbol, name, open, high, low, close, n) \
+             ORDER BY n",
+        )
+        .bind(&user_ids)
+        .bind(&requested_at)
+        .bind(&symbols)
+        .bind(&names)
+        .bind(&open)
+        .bind(&high)
+        .bind(&low)
+        .bind(&close)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let (symbols, counts): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
+    for (symbols, counts) in symbols
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(counts.chunks(ROWS_PER_STATEMENT))
+    {
+        // Symbols arrive sorted (BTreeMap) and are locked in that order.
+        sqlx::query(
+            "INSERT INTO stock_counters (symbol, times_requested) \
+             SELECT symbol, times_requested \
+             FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY AS c(symbol, times_requested, n) \
+             ORDER BY n \
+             ON CONFLICT (symbol) DO UPDATE \
+             SET times_requested = stock_counters.times_requested + EXCLUDED.times_requested",
+        )
+        .bind(symbols)
+        .bind(counts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+struct PostgresWriter {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl BatchWriter for PostgresWriter {
+    async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_rows(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let created_at = truncate_to_micros(Utc::now());
+        let row = sqlx::query(
+            "INSERT INTO users (username, password_hash, role, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(User {
+            id: row.try_get("id")?,
+            username: user.username,
+            password_hash: user.password_hash,
+            role: user.role,
+            created_at,
+        })
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id = id))]
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, role, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id))]
+    async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
+        self.commits.submit(user_id, entry).await
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id, before, limit))]
+    async fn history_page(
+        &self,
+        user_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        // A missing cursor is "before the end of time": one query shape, one index range scan
+        // (an `$2 IS NULL OR` form would defeat the index in a generic plan).
+        let rows = sqlx::query(
+            "SELECT id, requested_at, symbol, name, open, high, low, close FROM history \
+             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(history_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", n))]
+    async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT symbol, times_requested FROM stock_counters \
+             ORDER BY times_requested DESC, symbol ASC LIMIT $1",
+        )
+        .bind(i64::from(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StockCount {
+                    stock: row.try_get("symbol")?,
+                    times_requested: row.try_get("times_requested")?,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::postgres()
+            .run(&self.pool)
+            .await
+            .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id, rows = entries.len()))]
+    async fn seed_history(
+        &self,
+        user_id: i64,
+        entries: &[NewHistoryEntry],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(i64, &NewHistoryEntry)> =
+            entries.iter().map(|entry| (user_id, entry)).collect();
+        PostgresWriter {
+            pool: self.pool.clone(),
+        }
+        .write_batch(&rows)
+        .await
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn close(&self) {
+        self.commits.close().await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,548 @@
+//! The store contract: every test here runs against SQLite AND PostgreSQL (via the
+//! `contract_tests!` macro), so handlers can rely on identical behaviour from both.
+//!
+//! Each test gets a fresh database from `api_service::store::provision`. PostgreSQL tests skip
+//! with a printed reason when no server answers, except under CI where they fail.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use api_service::store::{
+    self, NewHistoryEntry, NewUser, Role, StockCount, Store, StoreError, provision,
+};
+use chrono::{DateTime, TimeZone, Utc};
+
+async fn open(db: &provision::TestDatabase) -> Arc<dyn Store> {
+    let store = store::connect(db.url(), 8).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn user(name: &str) -> NewUser {
+    NewUser {
+        username: name.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$fake${name}"),
+        role: Role::User,
+    }
+}
+
+/// A quote whose fields are all distinct per `i`, with a sub-microsecond part that the store
+/// must truncate (both backends keep microseconds).
+fn quote(symbol: &str, i: i64) -> NewHistoryEntry {
+    NewHistoryEntry {
+        requested_at: Utc.timestamp_opt(1_700_000_000 + i, 123_456_789).unwrap(),
+        symbol: symbol.to_owned(),
+        name: format!("{symbol} name {i}"),
+        open: 100.0 + i as f64 + 0.125,
+        high: 110.0 + i as f64 + 0.1,
+        low: 90.0 + i as f64 + 0.3,
+        close: 105.0 + i as f64 + 1.0 / 3.0,
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap()
+}
+
+async fn all_history(store: &Arc<dyn Store>, user_id: i64) -> Vec<store::HistoryEntry> {
+    store.history_page(user_id, None, u32::MAX).await.unwrap()
+}
+
+fn counts(list: &[(&str, i64)]) -> Vec<StockCount> {
+    list.iter()
+        .map(|(stock, times)| StockCount {
+            stock: (*stock).to_owned(),
+            times_requested: *times,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The contract.
+// ---------------------------------------------------------------------------------------
+
+async fn users_create_find_delete(store: Arc<dyn Store>) {
+    let before = Utc::now();
+    let alice = store
+        .create_user(NewUser {
+            role: Role::Admin,
+            ..user("alice")
+        })
+        .await
+        .unwrap();
+    assert_eq!(alice.username, "alice");
+    assert_eq!(alice.role, Role::Admin);
+    assert!(alice.created_at >= micros(before) && alice.created_at <= Utc::now());
+
+    let by_name = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(by_name, alice, "read back exactly what create returned");
+    let by_id = store.user_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(by_id, alice);
+
+    let bob = store.create_user(user("bob")).await.unwrap();
+    assert_ne!(bob.id, alice.id);
+    assert_eq!(bob.role, Role::User);
+
+    assert!(store.user_by_username("carol").await.unwrap().is_none());
+    assert!(store.user_by_username("ALICE").await.unwrap().is_none());
+    assert!(store.user_by_id(-1).await.unwrap().is_none());
+
+    assert!(store.delete_user("alice").await.unwrap());
+    assert!(!store.delete_user("alice").await.unwrap(), "second delete");
+    assert!(store.user_by_username("alice").await.unwrap().is_none());
+    assert!(store.user_by_id(alice.id).await.unwrap().is_none());
+    assert!(store.user_by_id(bob.id).await.unwrap().is_some());
+}
+
+async fn duplicate_username_conflicts(store: Arc<dyn Store>) {
+    store.create_user(user("dup")).await.unwrap();
+    let err = store.create_user(user("dup")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "got {err:?}");
+    // The name is free again once deleted.
+    assert!(store.delete_user("dup").await.unwrap());
+    store.create_user(user("dup")).await.unwrap();
+}
+
+async fn history_is_newest_first_and_round_trips(store: Arc<dyn Store>) {
+    let u = store.create_user(user("hist")).await.unwrap();
+    assert!(all_history(&store, u.id).await.is_empty());
+    let sent: Vec<_> = (0..5).map(|i| quote("AAPL.US", i)).collect();
+    for q in &sent {
+        store.record_quote(u.id, q.clone()).await.unwrap();
+    }
+    let got = all_history(&store, u.id).await;
+    assert_eq!(got.len(), 5);
+    for (entry, q) in got.iter().zip(sent.iter().rev()) {
+        assert_eq!(entry.requested_at, micros(q.requested_at));
+        assert_eq!(entry.symbol, q.symbol, "symbol kept as given");
+        assert_eq!(entry.name, q.name);
+        assert_eq!(
+            (entry.open, entry.high, entry.low, entry.close),
+            (q.open, q.high, q.low, q.close),
+            "prices round-trip exactly"
+        );
+    }
+    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "ids descending");
+    assert_eq!(store.history_page(u.id, None, 2).await.unwrap().len(), 2);
+    assert!(store.history_page(u.id, None, 0).await.unwrap().is_empty());
+}
+
+async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
+    let u = store.create_user(user("pager")).await.unwrap();
+    for i in 0..10 {
+        store.record_quote(u.id, quote("MSFT.US", i)).await.unwrap();
+    }
+    let everything: Vec<i64> = all_history(&store, u.id)
+        .await
+        .iter()
+        .map(|e| e.id)
+        .collect();
+
+    let first = store.history_page(u.id, None, 4).await.unwrap();
+    let first_ids: Vec<i64> = first.iter().map(|e| e.id).collect();
+    assert_eq!(first_ids, everything[..4]);
+
+    // New rows land between pages; they must not shift or duplicate what follows.
+    for i in 10..13 {
+        store.record_quote(u.id, quote("MSFT.US", i)).await.unwrap();
+    }
+    let cursor = first.last().unwrap().id;
+    let second: Vec<i64> = store
+        .history_page(u.id, Some(cursor), 4)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(second, everything[4..8]);
+    let third: Vec<i64> = store
+        .history_page(u.id, Some(*second.last().unwrap()), 4)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(third, everything[8..10], "short last page");
+    let past_end = store
+        .history_page(u.id, Some(*third.last().unwrap()), 4)
+        .await
+        .unwrap();
+    assert!(past_end.is_empty());
+
+    // The new rows are on a fresh first page, above every old id.
+    let fresh = store.history_page(u.id, None, 3).await.unwrap();
+    assert!(fresh.iter().all(|e| e.id > everything[0]));
+    assert_eq!(fresh[0].name, "MSFT.US name 12");
+}
+
+async fn users_see_only_their_history(store: Arc<dyn Store>) {
+    let a = store.create_user(user("iso_a")).await.unwrap();
+    let b = store.create_user(user("iso_b")).await.unwrap();
+    for i in 0..3 {
+        store.record_quote(a.id, quote("AAA.US", i)).await.unwrap();
+        store.record_quote(b.id, quote("BBB.US", i)).await.unwrap();
+    }
+    let ha = all_history(&store, a.id).await;
+    let hb = all_history(&store, b.id).await;
+    assert_eq!(ha.len(), 3);
+    assert_eq!(hb.len(), 3);
+    assert!(ha.iter().all(|e| e.symbol == "AAA.US"));
+    assert!(hb.iter().all(|e| e.symbol == "BBB.US"));
+    // A cursor taken from another user's page does not leak rows either.
+    let foreign_cursor = hb[0].id + 1;
+    let page = store
+        .history_page(a.id, Some(foreign_cursor), 10)
+        .await
+        .unwrap();
+    assert!(page.iter().all(|e| e.symbol == "AAA.US"));
+    assert!(all_history(&store, 987_654_321).await.is_empty());
+}
+
+async fn delete_user_cascades_history(store: Arc<dyn Store>) {
+    let gone = store.create_user(user("gone")).await.unwrap();
+    let kept = store.create_user(user("kept")).await.unwrap();
+    for i in 0..4 {
+        store
+            .record_quote(gone.id, quote("DEL.US", i))
+            .await
+            .unwrap();
+        store
+            .record_quote(kept.id, quote("KEEP.US", i))
+            .await
+            .unwrap();
+    }
+    assert!(store.delete_user("gone").await.unwrap());
+    assert!(all_history(&store, gone.id).await.is_empty());
+    assert_eq!(all_history(&store, kept.id).await.len(), 4);
+
+    // A new account with the same name starts empty (new id, no inherited rows).
+    let again = store.create_user(user("gone")).await.unwrap();
+    assert_ne!(again.id, gone.id);
+    assert!(all_history(&store, again.id).await.is_empty());
+
+    // Counters record requests ever served: deleting the user does not undo them.
+    let top = store.top_stocks(10).await.unwrap();
+    assert!(top.contains(&StockCount {
+        stock: "del.us".into(),
+        times_requested: 4
+    }));
+}
+
+async fn top_stocks_orders_by_count_then_symbol(store: Arc<dyn Store>) {
+    assert!(store.top_stocks(5).await.unwrap().is_empty());
+    let u = store.create_user(user("stats")).await.unwrap();
+    let plan = [
+        ("CCC.US", 3),
+        ("AAA.US", 1),
+        ("BBB.US", 3),
+        ("EEE.US", 2),
+        ("DDD.US", 2),
+        ("FFF.US", 5),
+        ("GGG.US", 1),
+    ];
+    let mut i = 0;
+    for (symbol, times) in plan {
+        for _ in 0..times {
+            store.record_quote(u.id, quote(symbol, i)).await.unwrap();
+            i += 1;
+        }
+    }
+    assert_eq!(
+        store.top_stocks(5).await.unwrap(),
+        counts(&[
+            ("fff.us", 5),
+            ("bbb.us", 3),
+            ("ccc.us", 3),
+            ("ddd.us", 2),
+            ("eee.us", 2),
+        ])
+    );
+    assert_eq!(store.top_stocks(1).await.unwrap(), counts(&[("fff.us", 5)]));
+    assert_eq!(store.top_stocks(100).await.unwrap().len(), 7);
+    assert!(store.top_stocks(0).await.unwrap().is_empty());
+}
+
+async fn counters_count_each_record_once_case_insensitively(store: Arc<dyn Store>) {
+    let u = store.create_user(user("counter")).await.unwrap();
+    store.record_quote(u.id, quote("AAPL.US", 0)).await.unwrap();
+    assert_eq!(
+        store.top_stocks(5).await.unwrap(),
+        counts(&[("aapl.us", 1)])
+    );
+    store.record_quote(u.id, quote("aapl.us", 1)).await.unwrap();
+    store.record_quote(u.id, quote("Aapl.Us", 2)).await.unwrap();
+    store.record_quote(u.id, quote("TSLA.US", 3)).await.unwrap();
+    assert_eq!(
+        store.top_stocks(5).await.unwrap(),
+        counts(&[("aapl.us", 3), ("tsla.us", 1)])
+    );
+    // History keeps the symbol as it was given.
+    let symbols: Vec<String> = all_history(&store, u.id)
+        .await
+        .into_iter()
+        .map(|e| e.symbol)
+        .collect();
+    assert_eq!(symbols, ["TSLA.US", "Aapl.Us", "aapl.us", "AAPL.US"]);
+}
+
+async fn concurrent_record_quote_loses_nothing(store: Arc<dyn Store>) {
+    const CALLS: i64 = 200;
+    let users = [
+        store.create_user(user("conc_a")).await.unwrap(),
+        store.create_user(user("conc_b")).await.unwrap(),
+    ];
+    let symbols = ["HOT.US", "WARM.US", "COLD.US"];
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let user_id = users[(i % 2) as usize].id;
+            let symbol = symbols[(i % 3) as usize];
+            tokio::spawn(async move { store.record_quote(user_id, quote(symbol, i)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for u in &users {
+        let rows = all_history(&store, u.id).await;
+        assert_eq!(
+            rows.len(),
+            (CALLS / 2) as usize,
+            "every committed row is visible"
+        );
+        for row in rows {
+            assert!(ids.insert(row.id), "ids unique");
+            assert!(names.insert(row.name), "no duplicate writes");
+        }
+    }
+    assert_eq!(names.len(), CALLS as usize);
+    let top = store.top_stocks(5).await.unwrap();
+    assert_eq!(
+        top,
+        counts(&[("hot.us", 67), ("warm.us", 67), ("cold.us", 66)])
+    );
+}
+
+async fn a_bad_row_fails_alone(store: Arc<dyn Store>) {
+    // A row for a user that does not exist violates the foreign key. With group commit it may
+    // share a batch with good rows: those must still commit, and only the bad one fail.
+    let u = store.create_user(user("good")).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let user_id = if i == 25 { u.id + 1_000_000 } else { u.id };
+            tokio::spawn(async move { store.record_quote(user_id, quote("FK.US", i)).await })
+        })
+        .collect();
+    let mut failures = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(()) => assert_ne!(i, 25),
+            Err(err) => {
+                assert_eq!(i, 25, "only the bad row fails: {err:?}");
+                assert!(!err.is_unavailable(), "a constraint error is not an outage");
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 1);
+    assert_eq!(all_history(&store, u.id).await.len(), 49);
+    assert_eq!(store.top_stocks(1).await.unwrap(), counts(&[("fk.us", 49)]));
+}
+
+async fn seed_history_matches_record_quote(store: Arc<dyn Store>) {
+    let u = store.create_user(user("seeded")).await.unwrap();
+    // Crosses the per-statement chunk sizes of both backends.
+    let entries: Vec<_> = (0..12_345)
+        .map(|i| quote(["S1.US", "S2.US", "s1.us"][(i % 3) as usize], i))
+        .collect();
+    store.seed_history(u.id, &entries).await.unwrap();
+    store.seed_history(u.id, &[]).await.unwrap();
+    let rows = all_history(&store, u.id).await;
+    assert_eq!(rows.len(), entries.len());
+    assert!(rows.windows(2).all(|w| w[0].id > w[1].id));
+    // Ids follow slice order: newest first means the last entry comes first.
+    for (row, entry) in rows.iter().zip(entries.iter().rev()) {
+        assert_eq!(row.name, entry.name);
+        assert_eq!(row.requested_at, micros(entry.requested_at));
+    }
+    assert_eq!(
+        store.top_stocks(5).await.unwrap(),
+        counts(&[("s1.us", 8230), ("s2.us", 4115)])
+    );
+    // Deep pagination walks the whole set exactly once.
+    let (mut cursor, mut seen) = (None, 0);
+    loop {
+        let page = store.history_page(u.id, cursor, 1000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen += page.len();
+        cursor = Some(page.last().unwrap().id);
+    }
+    assert_eq!(seen, entries.len());
+}
+
+async fn migrate_is_idempotent(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.create_user(user("after_migrate")).await.unwrap();
+}
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
+
+async fn close_commits_queued_rows_then_refuses(store: Arc<dyn Store>) {
+    let u = store.create_user(user("closer")).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_quote(u.id, quote("CLOSE.US", i)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    store.close().await;
+    let err = store
+        .record_quote(u.id, quote("CLOSE.US", 99))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "got {err:?}");
+    assert!(store.ping().await.unwrap_err().is_unavailable());
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring: one test per (backend, contract item).
+// ---------------------------------------------------------------------------------------
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = api_service::store::provision::fresh_sqlite();
+                    let store = super::open(&db).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = api_service::store::provision::fresh_postgres_or_skip().await
+                    else {
+                        return;
+                    };
+                    let store = super::open(&db).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    users_create_find_delete,
+    duplicate_username_conflicts,
+    history_is_newest_first_and_round_trips,
+    pagination_cursor_is_stable_while_rows_arrive,
+    users_see_only_their_history,
+    delete_user_cascades_history,
+    top_stocks_orders_by_count_then_symbol,
+    counters_count_each_record_once_case_insensitively,
+    concurrent_record_quote_loses_nothing,
+    a_bad_row_fails_alone,
+    seed_history_matches_record_quote,
+    migrate_is_idempotent,
+    ping_answers,
+    close_commits_queued_rows_then_refuses,
+);
+
+// ---------------------------------------------------------------------------------------
+// Backend selection, migrations entry point and outage classification.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_scheme_is_a_configuration_error() {
+    for url in ["mysql://x/y", "", "just-a-path.db"] {
+        let err = store::connect(url, 1).await.err().expect(url);
+        assert!(matches!(err, StoreError::Other(_)), "{url}: {err:?}");
+        assert!(!err.to_string().contains("just-a-path"), "URL not echoed");
+    }
+    assert_eq!(
+        store::Backend::from_url("postgresql://h/db").unwrap(),
+        store::Backend::Postgres
+    );
+    assert_eq!(
+        store::Backend::from_url("SQLITE:x.db").unwrap(),
+        store::Backend::Sqlite
+    );
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_fast() {
+    let started = std::time::Instant::now();
+    // Port 1 on loopback: connection refused.
+    let err = store::connect("postgres://postgres@127.0.0.1:1/none", 4)
+        .await
+        .err()
+        .expect("no server there");
+    assert!(err.is_unavailable(), "got {err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn sqlite_in_an_unwritable_place_is_unavailable() {
+    let url = format!(
+        "sqlite://{}/no-such-dir-{}/x.db",
+        std::env::temp_dir().display(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let err = store::connect(&url, 1).await.err().expect("cannot create");
+    assert!(err.is_unavailable(), "got {err:?}");
+}
+
+#[tokio::test]
+async fn run_migrations_then_connect_sqlite() {
+    let db = provision::fresh_sqlite();
+    store::run_migrations(db.url()).await.unwrap();
+    store::run_migrations(db.url()).await.unwrap();
+    let store = store::connect(db.url(), 2).await.unwrap();
+    let u = store.create_user(user("m")).await.unwrap();
+    store.record_quote(u.id, quote("M.US", 0)).await.unwrap();
+    store.close().await;
+    // Data survives reopening the file.
+    let store = store::connect(db.url(), 2).await.unwrap();
+    assert_eq!(all_history(&store, u.id).await.len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn run_migrations_then_connect_postgres() {
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    store::run_migrations(db.url()).await.unwrap();
+    store::run_migrations(db.url()).await.unwrap();
+    let store = store::connect(db.url(), 2).await.unwrap();
+    store.create_user(user("m")).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = store::connect("sqlite::memory:", 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let u = store.create_user(user("mem")).await.unwrap();
+    store.record_quote(u.id, quote("MEM.US", 0)).await.unwrap();
+    assert_eq!(all_history(&store, u.id).await.len(), 1);
+    store.close().await;
+}
