@@ -546,3 +546,154 @@ async fn sqlite_in_memory_works() {
     assert_eq!(all_history(&store, u.id).await.len(), 1);
     store.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Performance probes (ignored by default; run with
+// `cargo test -p api_service --release --test store_contract -- --ignored --nocapture`).
+// They print figures and assert the budgets the service is designed for, with a safety
+// margin for a busy debug build on a shared 2-core machine.
+// ---------------------------------------------------------------------------------------
+
+fn percentile(samples: &mut [std::time::Duration], pct: f64) -> std::time::Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 * pct).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[index]
+}
+
+async fn perf_deep_history_page(store: Arc<dyn Store>) {
+    const ROWS: i64 = 1_000_000;
+    let u = store.create_user(user("deep")).await.unwrap();
+    let seeding = std::time::Instant::now();
+    for chunk_start in (0..ROWS).step_by(100_000) {
+        let entries: Vec<_> = (chunk_start..chunk_start + 100_000)
+            .map(|i| quote(["A.US", "B.US", "C.US", "D.US"][(i % 4) as usize], i))
+            .collect();
+        store.seed_history(u.id, &entries).await.unwrap();
+    }
+    eprintln!("seeded {ROWS} rows in {:?}", seeding.elapsed());
+    let newest = store.history_page(u.id, None, 1).await.unwrap()[0].id;
+    let oldest = newest - ROWS + 1;
+    let mut samples = Vec::new();
+    for i in 0..2000_i64 {
+        // Cursors spread over the whole range, mostly deep.
+        let cursor = oldest + 1000 + (i * 7919) % (ROWS - 1000);
+        let started = std::time::Instant::now();
+        let page = store.history_page(u.id, Some(cursor), 50).await.unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(page.len(), 50);
+    }
+    let p50 = percentile(&mut samples, 0.50);
+    let p99 = percentile(&mut samples, 0.99);
+    eprintln!("history_page(limit 50) over {ROWS} rows: p50 {p50:?} p99 {p99:?}");
+    assert!(p99 <= std::time::Duration::from_millis(10), "p99 {p99:?}");
+}
+
+async fn perf_top_stocks(store: Arc<dyn Store>) {
+    let u = store.create_user(user("stats_perf")).await.unwrap();
+    let entries: Vec<_> = (0..50_000_i64)
+        // Every symbol appears; a few get extra requests so counts differ.
+        .map(|i| {
+            let symbol = if i % 3 == 0 { (i / 3) % 97 } else { i % 5000 };
+            quote(&format!("S{symbol:04}.US"), i)
+        })
+        .collect();
+    store.seed_history(u.id, &entries).await.unwrap();
+    assert_eq!(store.top_stocks(10_000).await.unwrap().len(), 5000);
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        let started = std::time::Instant::now();
+        let top = store.top_stocks(5).await.unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(top.len(), 5);
+    }
+    let p50 = percentile(&mut samples, 0.50);
+    let p99 = percentile(&mut samples, 0.99);
+    eprintln!("top_stocks(5) over 5000 symbols: p50 {p50:?} p99 {p99:?}");
+    assert!(p99 <= std::time::Duration::from_millis(5), "p99 {p99:?}");
+}
+
+async fn perf_record_quote_throughput(store: Arc<dyn Store>) {
+    const CLIENTS: usize = 64;
+    const RUN: std::time::Duration = std::time::Duration::from_secs(5);
+    let u = store.create_user(user("hot")).await.unwrap();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0_i64;
+                while started.elapsed() < RUN {
+                    let symbol = ["HOT1.US", "HOT2.US", "HOT3.US"][(i % 3) as usize];
+                    let t = std::time::Instant::now();
+                    store
+                        .record_quote(u.id, quote(symbol, client as i64 * 1_000_000 + i))
+                        .await
+                        .unwrap();
+                    latencies.push(t.elapsed());
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let total = latencies.len();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let p50 = percentile(&mut latencies, 0.50);
+    let p99 = percentile(&mut latencies, 0.99);
+    eprintln!(
+        "record_quote with {CLIENTS} clients on 3 hot symbols: {total} in {elapsed:?} = {rate:.0}/s, p50 {p50:?} p99 {p99:?}"
+    );
+    let counted: i64 = store
+        .top_stocks(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.times_requested)
+        .sum();
+    assert_eq!(counted, total as i64, "every acknowledged call counted");
+    assert!(rate >= 1000.0, "{rate:.0}/s");
+}
+
+macro_rules! perf_tests {
+    ($($name:ident),* $(,)?) => {
+        mod perf_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "performance probe; run explicitly"]
+                async fn $name() {
+                    let db = api_service::store::provision::fresh_sqlite();
+                    let store = super::open(&db).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+        mod perf_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "performance probe; run explicitly"]
+                async fn $name() {
+                    let Some(db) = api_service::store::provision::fresh_postgres_or_skip().await
+                    else {
+                        return;
+                    };
+                    let store = super::open(&db).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+perf_tests!(
+    perf_deep_history_page,
+    perf_top_stocks,
+    perf_record_quote_throughput
+);
