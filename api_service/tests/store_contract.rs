@@ -501,13 +501,32 @@ async fn unreachable_postgres_is_unavailable_fast() {
 
 #[tokio::test]
 async fn sqlite_in_an_unwritable_place_is_unavailable() {
-    let url = format!(
-        "sqlite://{}/no-such-dir-{}/x.db",
-        std::env::temp_dir().display(),
+    // A regular file where the database's directory should be (root ignores permissions).
+    let blocker = std::env::temp_dir().join(format!(
+        "api_service_test_blocker_{}",
         uuid::Uuid::new_v4().simple()
-    );
-    let err = store::connect(&url, 1).await.err().expect("cannot create");
+    ));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let url = format!("sqlite://{}/x.db", blocker.display());
+    let result = store::connect(&url, 1).await;
+    std::fs::remove_file(&blocker).unwrap();
+    let err = result.err().expect("cannot create");
     assert!(err.is_unavailable(), "got {err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_creates_missing_directories() {
+    let dir = std::env::temp_dir().join(format!(
+        "api_service_test_dir_{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let url = format!("sqlite://{}/nested/api.db", dir.display());
+    let store = store::connect(&url, 1).await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+    assert!(dir.join("nested/api.db").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

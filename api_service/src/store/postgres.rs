@@ -220,12 +220,12 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    #[instrument(skip_all, fields(backend = "postgres", user_id))]
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
         self.commits.submit(user_id, entry).await
     }
 
-    #[instrument(skip_all, fields(backend = "postgres", user_id, before, limit))]
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id, before = ?before, limit = limit))]
     async fn history_page(
         &self,
         user_id: i64,
@@ -249,7 +249,7 @@ impl Store for PostgresStore {
             .collect::<Result<_, _>>()?)
     }
 
-    #[instrument(skip_all, fields(backend = "postgres", n))]
+    #[instrument(skip_all, fields(backend = "postgres", n = n))]
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT symbol, times_requested FROM stock_counters \
@@ -283,7 +283,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(backend = "postgres", user_id, rows = entries.len()))]
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id, rows = entries.len()))]
     async fn seed_history(
         &self,
         user_id: i64,

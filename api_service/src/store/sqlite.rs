@@ -46,6 +46,14 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+        if !in_memory {
+            // `sqlite:data/api.db` on a fresh volume should just work.
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+            }
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             // An in-memory database lives only while a connection is open.
@@ -215,12 +223,12 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    #[instrument(skip_all, fields(backend = "sqlite", user_id))]
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id))]
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
         self.commits.submit(user_id, entry).await
     }
 
-    #[instrument(skip_all, fields(backend = "sqlite", user_id, before, limit))]
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, before = ?before, limit = limit))]
     async fn history_page(
         &self,
         user_id: i64,
@@ -243,7 +251,7 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
-    #[instrument(skip_all, fields(backend = "sqlite", n))]
+    #[instrument(skip_all, fields(backend = "sqlite", n = n))]
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT symbol, times_requested FROM stock_counters \
@@ -277,7 +285,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(backend = "sqlite", user_id, rows = entries.len()))]
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, rows = entries.len()))]
     async fn seed_history(
         &self,
         user_id: i64,
