@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command: checks (and if needed starts) the local PostgreSQL and RabbitMQ,
+# then runs every test of the workspace, each in its own process (cargo-nextest).
+# Extra arguments go to the test runner, e.g. `./scripts/test.sh -E 'package(fake_stooq)'`.
+#
+# CI=true turns "service unavailable, skipping" into a failure (see shared::config::running_in_ci).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-services.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    CI=${CI:-} cargo nextest run --workspace --no-fail-fast "$@"
+else
+    echo "cargo-nextest is not installed (cargo install cargo-nextest --locked);" \
+        "falling back to cargo test" >&2
+    CI=${CI:-} cargo test --workspace --no-fail-fast "$@"
+fi
