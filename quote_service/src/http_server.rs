@@ -1,0 +1,225 @@
+//! The HTTP side: the fallback quote transport (`GET /api/v1/quote?symbol=`), answering the
+//! same [`shared::QuoteReply`] JSON as the RPC path, plus `/healthz`, `/readyz` and `/metrics`.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
+use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use shared::{DEADLINE_HEADER, ErrorCode, REQUEST_ID_HEADER, Symbol, contract::now_ms};
+use tokio::time::Instant;
+use tracing::{Span, field};
+
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::quotes::{Answer, QuoteService};
+
+/// Longest request id echoed into logs and the response; longer ones are cut.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Longest an `x-deadline-ms` may make us wait.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: QuoteService,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    /// Deadline for requests without `x-deadline-ms`.
+    pub request_timeout: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/quote", get(quote))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+/// A reply with the status its error code maps to, as JSON.
+struct ReplyResponse {
+    status: u16,
+    json: Bytes,
+    request_id: Option<HeaderValue>,
+}
+
+impl ReplyResponse {
+    fn from_answer(answer: &Answer, request_id: Option<HeaderValue>) -> Self {
+        Self {
+            status: answer.http_status(),
+            json: answer.json().clone(),
+            request_id,
+        }
+    }
+}
+
+impl IntoResponse for ReplyResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            self.json,
+        )
+            .into_response();
+        if let Some(id) = self.request_id {
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        response
+    }
+}
+
+#[derive(Deserialize)]
+struct QuoteParams {
+    symbol: Option<String>,
+}
+
+/// The validated `symbol` query parameter. Every way the query can be wrong (missing, empty,
+/// malformed, bad characters) is rejected as a JSON `invalid_symbol` reply with 400, never
+/// axum's plain-text rejection.
+pub struct SymbolQuery(pub Symbol);
+
+impl<S: Send + Sync> FromRequestParts<S> for SymbolQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let request_id = request_id(&parts.headers);
+        let invalid = |message: String| {
+            ReplyResponse::from_answer(
+                &Answer::error(ErrorCode::InvalidSymbol, message),
+                request_id.clone(),
+            )
+            .into_response()
+        };
+        let Query(params) = Query::<QuoteParams>::try_from_uri(&parts.uri)
+            .map_err(|e| invalid(format!("malformed query string: {}", e.body_text())))?;
+        let raw = params
+            .symbol
+            .ok_or_else(|| invalid("missing query parameter `symbol`".to_owned()))?;
+        Symbol::parse(&raw)
+            .map(SymbolQuery)
+            .map_err(|e| invalid(format!("invalid symbol: {e}")))
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get(REQUEST_ID_HEADER)?;
+    let text = value.to_str().ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    if text.len() <= MAX_REQUEST_ID_LEN {
+        return Some(value.clone());
+    }
+    HeaderValue::from_str(&text[..MAX_REQUEST_ID_LEN]).ok()
+}
+
+/// The caller's deadline from `x-deadline-ms` (Unix ms), `Err(())` when it has already passed.
+/// A header that is not a number is ignored (the default timeout applies) rather than failing
+/// a request that could be answered.
+fn deadline(headers: &HeaderMap, default: Duration) -> Result<Instant, ()> {
+    let now = Instant::now();
+    let Some(raw) = headers.get(DEADLINE_HEADER) else {
+        return Ok(now + default);
+    };
+    let Some(deadline_ms) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+        tracing::warn!(
+            header = DEADLINE_HEADER,
+            "unreadable deadline header ignored"
+        );
+        return Ok(now + default);
+    };
+    let now_ms = now_ms();
+    if deadline_ms <= now_ms {
+        return Err(());
+    }
+    Ok(now + Duration::from_millis(deadline_ms - now_ms).min(MAX_WAIT))
+}
+
+#[tracing::instrument(
+    name = "http_quote",
+    skip_all,
+    fields(request_id = field::Empty, symbol = %symbol.0)
+)]
+async fn quote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    symbol: SymbolQuery,
+) -> ReplyResponse {
+    let request_id = request_id(&headers);
+    if let Some(id) = request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        Span::current().record("request_id", id);
+    }
+    let answer = match deadline(&headers, state.request_timeout) {
+        Ok(deadline) => state.service.get(&symbol.0, deadline).await,
+        Err(()) => {
+            return ReplyResponse::from_answer(
+                &Answer::error(
+                    ErrorCode::Timeout,
+                    "the request's deadline had passed before it was handled",
+                ),
+                request_id,
+            );
+        }
+    };
+    ReplyResponse::from_answer(&answer, request_id)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.readiness.reason() {
+        None => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "no such route" })),
+    )
+        .into_response()
+}
+
+async fn record_metrics(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics.http_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}

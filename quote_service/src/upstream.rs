@@ -1,0 +1,258 @@
+//! The HTTP client for stooq: one reused connection pool, per-attempt timeouts, and retries
+//! with exponential backoff and jitter for failures that may pass (5xx, timeouts, dropped
+//! connections), never past the caller's deadline.
+//!
+//! The request URL carries the API key, so neither it nor reqwest errors (whose `Display`
+//! embeds the URL) are ever logged or put in a reply: errors are described here in our words.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use shared::{ErrorCode, QuoteError, Symbol};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::stooq::{self, Rows, StooqError};
+
+/// A quote CSV is a few hundred bytes per symbol; anything far bigger is not the feed.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// First backoff step; doubled per retry, capped at [`MAX_BACKOFF`], jittered.
+const BASE_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct StooqClient {
+    http: reqwest::Client,
+    /// `{STOOQ_URL}/q/l/`.
+    endpoint: String,
+    api_key: Option<SecretString>,
+    attempt_timeout: Duration,
+    max_retries: u32,
+    metrics: Metrics,
+}
+
+/// How one attempt failed, and whether trying again could help.
+struct Failure {
+    error: QuoteError,
+    retryable: bool,
+}
+
+impl Failure {
+    fn retry(message: impl Into<String>) -> Self {
+        Self {
+            error: QuoteError::new(ErrorCode::UpstreamUnavailable, message),
+            retryable: true,
+        }
+    }
+
+    fn fatal(error: QuoteError) -> Self {
+        Self {
+            error,
+            retryable: false,
+        }
+    }
+}
+
+impl StooqClient {
+    pub fn new(settings: &Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.stooq_connect_timeout)
+            // A backstop only: each attempt is bounded more tightly below.
+            .timeout(settings.stooq_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("quote_service/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            endpoint: format!("{}/q/l/", settings.stooq_url.trim_end_matches('/')),
+            api_key: settings.stooq_api_key.clone(),
+            attempt_timeout: settings.stooq_timeout,
+            max_retries: settings.stooq_max_retries,
+            metrics,
+        })
+    }
+
+    /// Fetches `symbols` in one request (retrying as needed) and returns the rows stooq sent,
+    /// keyed by lower-case symbol. A batch-level failure is one error for the whole batch.
+    #[tracing::instrument(skip_all, fields(symbols = symbols.len()))]
+    pub async fn fetch(&self, symbols: &[Symbol], deadline: Instant) -> Result<Rows, QuoteError> {
+        let url = format!(
+            "{}?{}",
+            self.endpoint,
+            stooq::query_string(
+                symbols.iter().map(Symbol::as_str),
+                self.api_key.as_ref().map(|k| k.expose_secret())
+            )
+        );
+        let mut attempt: u32 = 0;
+        loop {
+            let now = Instant::now();
+            let Some(left) = deadline
+                .checked_duration_since(now)
+                .filter(|d| !d.is_zero())
+            else {
+                return Err(deadline_passed());
+            };
+            let budget = left.min(self.attempt_timeout);
+            let failure = match tokio::time::timeout(budget, self.attempt(&url)).await {
+                Ok(Ok(body)) => return stooq::parse(&body).map_err(QuoteError::from),
+                Ok(Err(failure)) => failure,
+                Err(_elapsed) if budget < self.attempt_timeout => return Err(deadline_passed()),
+                Err(_elapsed) => Failure::retry(format!(
+                    "stooq did not answer within {:?}",
+                    self.attempt_timeout
+                )),
+            };
+            if !failure.retryable || attempt >= self.max_retries {
+                return Err(failure.error);
+            }
+            let pause = backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                // No time for another try: the real failure is more useful than "timeout".
+                return Err(failure.error);
+            }
+            tracing::debug!(attempt, error = %failure.error, ?pause, "retrying stooq");
+            self.metrics.upstream_retry();
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, url: &str) -> Result<Bytes, Failure> {
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Failure::retry(describe(&e)))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(Failure::retry(format!(
+                "stooq answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Failure::fatal(QuoteError::new(
+                ErrorCode::UpstreamRejected,
+                "stooq is rate limiting us (HTTP 429)",
+            )));
+        }
+        let body = read_body(&mut response).await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        // stooq answers a missing key with a 404 or an HTML page: name it when we can.
+        let error = match stooq::parse(&body) {
+            Err(
+                e @ (StooqError::ApiKeyRequired
+                | StooqError::DailyLimit
+                | StooqError::BrowserChallenge),
+            ) => e.into(),
+            _ if status.is_client_error() => QuoteError::new(
+                ErrorCode::UpstreamRejected,
+                format!(
+                    "stooq answered HTTP {} (is STOOQ_API_KEY set and valid?)",
+                    status.as_u16()
+                ),
+            ),
+            _ => QuoteError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("stooq answered HTTP {}", status.as_u16()),
+            ),
+        };
+        Err(Failure::fatal(error))
+    }
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]. A connection dropped mid-body is retryable.
+async fn read_body(response: &mut reqwest::Response) -> Result<Bytes, Failure> {
+    let mut buf = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(Failure::fatal(QuoteError::new(
+                        ErrorCode::UpstreamUnavailable,
+                        "stooq answered with an oversized body",
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(Failure::retry(describe(&e))),
+        }
+    }
+}
+
+fn deadline_passed() -> QuoteError {
+    QuoteError::new(
+        ErrorCode::Timeout,
+        "stooq did not answer before the request's deadline",
+    )
+}
+
+/// A URL-free account of a reqwest error: its kind and the causes under it (hyper and io
+/// errors, which never contain the URL).
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out talking to stooq"
+    } else if e.is_connect() {
+        "could not connect to stooq"
+    } else if e.is_body() || e.is_decode() {
+        "stooq broke off while sending the body"
+    } else if e.is_redirect() {
+        "stooq redirected too often"
+    } else {
+        "request to stooq failed"
+    };
+    let mut message = what.to_owned();
+    let mut source = e.source();
+    let mut depth = 0;
+    while let Some(cause) = source {
+        if depth == 3 {
+            break;
+        }
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+        depth += 1;
+    }
+    message
+}
+
+/// Exponential backoff with jitter: `BASE * 2^attempt`, capped, then drawn uniformly from its
+/// upper half so simultaneous failures do not retry in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let full = BASE_BACKOFF
+        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
+        .min(MAX_BACKOFF);
+    let half = full / 2;
+    let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        for attempt in 0..40 {
+            let d = backoff(attempt);
+            let full = BASE_BACKOFF
+                .saturating_mul(1 << attempt.min(16))
+                .min(MAX_BACKOFF);
+            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(50));
+        assert!(backoff(30) <= MAX_BACKOFF);
+    }
+}
