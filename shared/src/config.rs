@@ -24,7 +24,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 365.0 * 86_400.0 {
+    if !(0.0..=365.0 * 86_400.0).contains(&seconds) {
         return Err(format!("{raw:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
