@@ -716,3 +716,98 @@ perf_tests!(
     perf_top_stocks,
     perf_record_quote_throughput
 );
+
+// ---------------------------------------------------------------------------------------
+// A PostgreSQL outage (simulated by a TCP proxy we cut) is reported as Unavailable, fast,
+// and the same store works again once the server is reachable.
+// ---------------------------------------------------------------------------------------
+
+struct Proxy {
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards every connection on `listen` to `target` until dropped/stopped.
+    async fn start(listen: std::net::SocketAddr, target: String) -> (Proxy, u16) {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+            // Dropping the JoinSet (when this task is aborted) aborts every forwarded
+            // connection: the client sees its sockets reset, as in a real outage.
+        });
+        (Proxy { listener: task }, port)
+    }
+
+    async fn stop(self) {
+        self.listener.abort();
+        let _ = self.listener.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_unavailable_and_recovers() {
+    use std::str::FromStr;
+    use std::time::{Duration, Instant};
+
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    let options = sqlx::postgres::PgConnectOptions::from_str(db.url()).unwrap();
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    assert!(db.url().contains(&server), "URL names host:port explicitly");
+    let (proxy, port) = Proxy::start("127.0.0.1:0".parse().unwrap(), server.clone()).await;
+    let proxied_url = db.url().replacen(&server, &format!("127.0.0.1:{port}"), 1);
+
+    let store = store::connect(&proxied_url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let u = store.create_user(user("outage")).await.unwrap();
+    store.record_quote(u.id, quote("OUT.US", 0)).await.unwrap();
+
+    proxy.stop().await;
+    let started = Instant::now();
+    let ping = store.ping().await.unwrap_err();
+    assert!(ping.is_unavailable(), "ping: {ping:?}");
+    let write = store
+        .record_quote(u.id, quote("OUT.US", 1))
+        .await
+        .unwrap_err();
+    assert!(write.is_unavailable(), "record_quote: {write:?}");
+    let read = store.history_page(u.id, None, 10).await.unwrap_err();
+    assert!(read.is_unavailable(), "history_page: {read:?}");
+    let elapsed = started.elapsed();
+    eprintln!("three calls during the outage failed in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "fails fast: {elapsed:?}");
+
+    // The server is back on the same address: the same store recovers by itself.
+    let (proxy, _) = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap(), server).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "store did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.record_quote(u.id, quote("OUT.US", 2)).await.unwrap();
+    let names: Vec<String> = all_history(&store, u.id)
+        .await
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["OUT.US name 2", "OUT.US name 0"],
+        "failed write left no row"
+    );
+    store.close().await;
+    proxy.stop().await;
+}
