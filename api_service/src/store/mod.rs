@@ -2,12 +2,16 @@
 //!
 //! One trait, two implementations chosen by the `DATABASE_URL` scheme: SQLite (embedded
 //! default, one API instance) and PostgreSQL (several API instances). Both run the same
-//! contract test suite, so handlers never care which one they talk to.
-
+//! contract test suite (`tests/store_contract.rs`), so handlers never care which one they
+//! talk to.
 //!
 //! Public entry points: [`connect`] (picks the backend from the URL), [`run_migrations`] (the
 //! `migrate` subcommand) and [`Store::migrate`] (start-up, on the pool already open). Test
 //! databases for the contract suite and the end-to-end crate come from [`provision`].
+//!
+//! `record_quote` goes through a group-commit writer (see `group_commit.rs`): concurrent
+//! calls share one transaction, counters are bumped once per symbol per batch, and each call
+//! returns only after that transaction committed.
 
 use std::sync::Arc;
 
