@@ -1,0 +1,335 @@
+//! The one error type handlers return, and the one JSON envelope every error response uses:
+//! `{"error":{"code":"not_found","message":"…","request_id":"…"}}`.
+//!
+//! Clients can branch on `code` (stable, snake_case) and quote `request_id` in a support
+//! request; `message` is for humans. Internal failures are logged here, once, with their
+//! cause, and leave the process as an opaque `internal` error.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::request_id;
+use crate::store::StoreError;
+use crate::transport::TransportError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad query string, unreadable JSON, bad cursor…).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 400: the symbol breaks the symbol rules.
+    #[error("{0}")]
+    InvalidSymbol(String),
+    /// 401: no usable credentials. `invalid_token` adds `error="invalid_token"` to
+    /// `WWW-Authenticate` (a token was sent but rejected), per RFC 6750 §3.
+    #[error("{message}")]
+    Unauthorized {
+        message: String,
+        invalid_token: bool,
+    },
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but semantically invalid (unknown role, short password…).
+    #[error("{0}")]
+    Validation(String),
+    /// 502: the quote service or stooq failed; `code` says how (`upstream_unavailable`…).
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    /// 503: a dependency is down (`quote_service_unavailable`, `database_unavailable`, `busy`).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// 504: the quote did not arrive in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// 500: a bug or unexpected failure; details are logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn missing_credentials() -> Self {
+        ApiError::Unauthorized {
+            message: "missing bearer token".into(),
+            invalid_token: false,
+        }
+    }
+
+    pub fn invalid_token(message: impl Into<String>) -> Self {
+        ApiError::Unauthorized {
+            message: message.into(),
+            invalid_token: true,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidSymbol(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code for the envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidSymbol(_) => "invalid_symbol",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::BadGateway { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::GatewayTimeout(_) => "timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+/// Renders the envelope; also used for responses produced outside handlers (panics).
+pub fn envelope_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let request_id = request_id::current();
+    let body = serde_json::to_vec(&Envelope {
+        error: Body {
+            code,
+            message,
+            request_id: request_id.as_deref(),
+        },
+    })
+    .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec());
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                "internal error".to_owned()
+            }
+            other => {
+                if status.is_server_error() {
+                    tracing::warn!(code = other.code(), error = %other, "dependency failure");
+                }
+                other.to_string()
+            }
+        };
+        let mut response = envelope_response(status, self.code(), &message);
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let value = if *invalid_token {
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#)
+                } else {
+                    HeaderValue::from_static("Bearer")
+                };
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+            ApiError::Unavailable { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => ApiError::Conflict("already exists".into()),
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                ApiError::Unavailable {
+                    code: "database_unavailable",
+                    message: "the database is unavailable, try again shortly".into(),
+                }
+            }
+            StoreError::Other(source) => ApiError::Internal(source.into()),
+        }
+    }
+}
+
+impl From<TransportError> for ApiError {
+    fn from(err: TransportError) -> Self {
+        use shared::ErrorCode;
+        match err {
+            TransportError::Quote(q) => match q.code {
+                ErrorCode::NotFound => ApiError::NotFound(q.message),
+                ErrorCode::InvalidSymbol => ApiError::InvalidSymbol(q.message),
+                ErrorCode::Timeout => ApiError::GatewayTimeout(q.message),
+                ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamRejected => {
+                    ApiError::BadGateway {
+                        code: q.code.as_str(),
+                        message: q.message,
+                    }
+                }
+                // The worker's own failure is still an upstream failure from our side: 502
+                // with its reason, not a 500 that would blame this service.
+                ErrorCode::Internal => ApiError::BadGateway {
+                    code: "quote_service_error",
+                    message: format!("quote service failed: {}", q.message),
+                },
+            },
+            TransportError::Unavailable(reason) => ApiError::Unavailable {
+                code: "quote_service_unavailable",
+                message: format!("quote service unavailable: {reason}"),
+            },
+            TransportError::Timeout => {
+                ApiError::GatewayTimeout("the quote service did not answer in time".into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::{ErrorCode, QuoteError};
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn envelope_has_code_message_and_request_id() {
+        let response = request_id::scope("req-42".into(), async {
+            ApiError::NotFound("no such symbol".into()).into_response()
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let json = body_json(response).await;
+        assert_eq!(
+            json,
+            serde_json::json!({"error":{"code":"not_found","message":"no such symbol","request_id":"req-42"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_opaque() {
+        let response =
+            ApiError::internal(anyhow::anyhow!("password hash column corrupted")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let text = body_json(response).await.to_string();
+        assert!(text.contains(r#""code":"internal""#));
+        assert!(text.contains("internal error"));
+        assert!(!text.contains("corrupted"));
+    }
+
+    #[tokio::test]
+    async fn unauthorized_sets_www_authenticate() {
+        let missing = ApiError::missing_credentials().into_response();
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let invalid = ApiError::invalid_token("expired").into_response();
+        assert_eq!(
+            invalid.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#
+        );
+        assert_eq!(invalid.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn transport_errors_map_to_documented_statuses() {
+        let cases = [
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::NotFound, "")),
+                404,
+            ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::InvalidSymbol, "")),
+                400,
+            ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::UpstreamRejected, "")),
+                502,
+            ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::UpstreamUnavailable, "")),
+                502,
+            ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::Internal, "")),
+                502,
+            ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::Timeout, "")),
+                504,
+            ),
+            (TransportError::Unavailable("no consumer".into()), 503),
+            (TransportError::Timeout, 504),
+        ];
+        for (err, status) in cases {
+            assert_eq!(ApiError::from(err).status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn upstream_reason_is_kept() {
+        let err = ApiError::from(TransportError::Quote(QuoteError::new(
+            ErrorCode::UpstreamRejected,
+            "stooq wants an API key",
+        )));
+        assert_eq!(err.code(), "upstream_rejected");
+        assert!(err.to_string().contains("API key"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Request ids: one per request, from the caller's `x-request-id` when it is sane, otherwise a
+//! fresh UUID. It is echoed in the response header, recorded on the request's trace span,
+//! written into error envelopes and forwarded to the quote service, so one user request can
+//! be followed through both services' logs.
+//!
+//! tower-http's `SetRequestIdLayer` does the generating and `PropagateRequestIdLayer` the
+//! echoing; this module adds the validation they lack (a client must not be able to inject
+//! megabytes or control characters into our logs) and a task-local so code far from the
+//! request (error rendering, transports) can read the id without threading it through.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::request_id::RequestId;
+
+/// Longest accepted incoming id; UUIDs are 36 characters, trace ids 32.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static CURRENT: Arc<str>;
+}
+
+/// The id of the request being served by this task, if any.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(|id| id.to_string()).ok()
+}
+
+/// Runs `fut` with `id` as the current request id.
+pub async fn scope<F: Future>(id: String, fut: F) -> F::Output {
+    CURRENT.scope(Arc::from(id), fut).await
+}
+
+/// Short and printable ASCII without spaces: safe to log, to put in a header and to forward.
+pub fn is_valid(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Drops an unacceptable incoming `x-request-id` so the next layer generates a fresh one.
+pub async fn drop_invalid(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let invalid = headers
+        .get_all(shared::REQUEST_ID_HEADER)
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i > 0 || !is_valid(v.as_bytes()));
+    if invalid {
+        headers.remove(shared::REQUEST_ID_HEADER);
+    }
+    request
+}
+
+/// Makes the id set by `SetRequestIdLayer` the task-local current id for the rest of the
+/// request.
+pub async fn enter_scope(request: Request, next: Next) -> Response {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned();
+    scope(id, next.run(request)).await
+}
+
+/// The request id of a request as seen by middleware (for trace spans).
+pub fn of_request<B>(request: &axum::http::Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .map(RequestId::header_value)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_uuids_and_trace_ids() {
+        assert!(is_valid(b"6f1c1d2e-8d8e-4b4a-9d1b-2b9c6a8e1f00"));
+        assert!(is_valid(b"abc_DEF.123:xyz"));
+    }
+
+    #[test]
+    fn rejects_empty_long_and_unprintable() {
+        assert!(!is_valid(b""));
+        assert!(!is_valid(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(is_valid(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!is_valid(b"has space"));
+        assert!(!is_valid(b"line\nbreak"));
+        assert!(!is_valid("żółw".as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn current_is_scoped() {
+        assert_eq!(current(), None);
+        let inside = scope("r-1".into(), async { current() }).await;
+        assert_eq!(inside.as_deref(), Some("r-1"));
+        assert_eq!(current(), None);
+    }
+}
