@@ -1,0 +1,12 @@
+//! Authentication and authorisation: password hashing, access tokens, the user cache and
+//! the extractors handlers use to require a user or an admin.
+
+pub mod extractors;
+pub mod jwt;
+pub mod password;
+pub mod user_cache;
+
+pub use extractors::{Admin, CurrentUser};
+pub use jwt::{Claims, JwtKeys};
+pub use password::Hasher;
+pub use user_cache::UserCache;

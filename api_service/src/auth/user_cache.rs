@@ -1,0 +1,140 @@
+//! A short-lived in-memory view of "does user N exist, and with which role".
+//!
+//! Every authenticated request needs that answer (deleted users' tokens must stop working,
+//! admin rights come from the database, not the token), but asking the database each time
+//! would put a round trip on the hot path of `/stock`. Entries live for `USER_CACHE_TTL`
+//! (at most 2 s): a user deleted through another process (the CLI, another API instance)
+//! keeps working for at most that long; deletions through this instance call
+//! [`UserCache::invalidate`] and take effect at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::{Role, Store, StoreError, User};
+
+/// Above this many entries, stale ones are swept on insert. Entries are only created for
+/// ids from validly signed tokens, so the map is bounded by the number of real users.
+const SWEEP_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRecord {
+    pub role: Role,
+    /// Unix seconds; tokens issued before this belong to an earlier holder of the id.
+    pub created_at: i64,
+}
+
+impl From<&User> for UserRecord {
+    fn from(user: &User) -> Self {
+        Self {
+            role: user.role,
+            created_at: user.created_at.timestamp(),
+        }
+    }
+}
+
+struct Entry {
+    record: Option<UserRecord>,
+    fetched: Instant,
+}
+
+pub struct UserCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<i64, Entry>>,
+}
+
+impl UserCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh cached answer: `Some(None)` means "known not to exist".
+    pub fn get(&self, id: i64) -> Option<Option<UserRecord>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries();
+        let entry = entries.get(&id)?;
+        (entry.fetched.elapsed() < self.ttl).then_some(entry.record)
+    }
+
+    pub fn insert(&self, id: i64, record: Option<UserRecord>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.len() >= SWEEP_ABOVE {
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.fetched.elapsed() < ttl);
+        }
+        entries.insert(
+            id,
+            Entry {
+                record,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
+    pub fn invalidate(&self, id: i64) {
+        self.entries().remove(&id);
+    }
+
+    /// The user's record from the cache, or from the store (and then cached).
+    pub async fn resolve(
+        &self,
+        store: &dyn Store,
+        id: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(cached) = self.get(id) {
+            return Ok(cached);
+        }
+        let record = store.user_by_id(id).await?.as_ref().map(UserRecord::from);
+        self.insert(id, record);
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: UserRecord = UserRecord {
+        role: Role::Admin,
+        created_at: 0,
+    };
+
+    #[test]
+    fn entries_expire_after_ttl() {
+        let cache = UserCache::new(Duration::from_millis(50));
+        cache.insert(1, Some(ADMIN));
+        cache.insert(2, None);
+        assert_eq!(cache.get(1), Some(Some(ADMIN)));
+        assert_eq!(cache.get(2), Some(None));
+        assert_eq!(cache.get(3), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(1), None);
+    }
+
+    #[test]
+    fn invalidate_takes_effect_at_once() {
+        let cache = UserCache::new(Duration::from_secs(2));
+        cache.insert(1, Some(ADMIN));
+        cache.invalidate(1);
+        assert_eq!(cache.get(1), None);
+    }
+
+    #[test]
+    fn zero_ttl_disables_caching() {
+        let cache = UserCache::new(Duration::ZERO);
+        cache.insert(1, Some(ADMIN));
+        assert_eq!(cache.get(1), None);
+    }
+}
