@@ -1,0 +1,182 @@
+//! Quote RPC over plain HTTP: the fallback when no broker is available.
+//!
+//! Same contract as AMQP: the quote service answers `GET /api/v1/quote?symbol=…` with a
+//! `shared::QuoteReply` body for 200/400/404/502/504, and gets our request id and deadline
+//! as headers. Connection refused means nobody is there (fail fast, 503); readiness is the
+//! quote service's own `/readyz`, polled in the background so `is_ready` costs nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use shared::{ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use super::{QuoteTransport, TransportError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// e.g. `http://127.0.0.1:8001` (no trailing slash needed).
+    pub base_url: String,
+    pub rpc_timeout: Duration,
+}
+
+struct Readiness {
+    ready: AtomicBool,
+    detail: Mutex<String>,
+}
+
+pub struct HttpTransport {
+    client: reqwest::Client,
+    quote_url: String,
+    rpc_timeout: Duration,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+}
+
+impl HttpTransport {
+    /// Builds the client and starts the background readiness probe.
+    pub fn start(config: HttpConfig) -> anyhow::Result<Self> {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(config.rpc_timeout)
+            .build()?;
+        let readiness = Arc::new(Readiness {
+            ready: AtomicBool::new(false),
+            detail: Mutex::new("not probed yet".into()),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(probe_readiness(
+            client.clone(),
+            format!("{base}/readyz"),
+            Arc::clone(&readiness),
+            stop.clone(),
+        ));
+        Ok(Self {
+            client,
+            quote_url: format!("{base}/api/v1/quote"),
+            rpc_timeout: config.rpc_timeout,
+            readiness,
+            stop,
+        })
+    }
+}
+
+impl Drop for HttpTransport {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn probe_readiness(
+    client: reqwest::Client,
+    url: String,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (ready, detail) = match client
+            .get(&url)
+            .timeout(Duration::from_millis(800))
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => (true, "quote service ready".to_owned()),
+            Ok(resp) => (
+                false,
+                format!("quote service not ready ({})", resp.status()),
+            ),
+            Err(err) => (
+                false,
+                format!("quote service unreachable: {}", describe(&err)),
+            ),
+        };
+        readiness.ready.store(ready, Ordering::Relaxed);
+        *readiness.detail.lock().unwrap_or_else(|e| e.into_inner()) = detail;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(READINESS_INTERVAL) => {}
+        }
+    }
+}
+
+/// A short description without the URL reqwest's Display includes (it is ours).
+fn describe(err: &reqwest::Error) -> String {
+    let kind = if err.is_connect() {
+        "connection failed"
+    } else if err.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(err) {
+        Some(source) => format!("{kind}: {source}"),
+        None => kind.to_owned(),
+    }
+}
+
+#[async_trait]
+impl QuoteTransport for HttpTransport {
+    #[instrument(skip_all, fields(symbol = %symbol, request_id))]
+    async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Result<Quote, TransportError> {
+        tracing::Span::current().record("request_id", request_id);
+        let request = QuoteRequest::new(symbol.as_str(), None, self.rpc_timeout);
+        let response = self
+            .client
+            .get(&self.quote_url)
+            .query(&[("symbol", symbol.as_str())])
+            .header(shared::REQUEST_ID_HEADER, request_id)
+            .header(shared::DEADLINE_HEADER, request.deadline_ms.to_string())
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(classify)?;
+        match serde_json::from_slice::<QuoteReply>(&body) {
+            Ok(reply) => reply.into_result().map_err(TransportError::Quote),
+            Err(_) if status == StatusCode::SERVICE_UNAVAILABLE => Err(
+                TransportError::Unavailable("the quote service is not ready (503)".into()),
+            ),
+            Err(_) => Err(TransportError::Quote(QuoteError::new(
+                ErrorCode::Internal,
+                format!("unexpected answer from the quote service (HTTP {status})"),
+            ))),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.readiness.ready.load(Ordering::Relaxed)
+    }
+
+    fn readiness_detail(&self) -> String {
+        self.readiness
+            .detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+fn classify(err: reqwest::Error) -> TransportError {
+    if err.is_connect() {
+        TransportError::Unavailable(format!(
+            "cannot reach the quote service: {}",
+            describe(&err)
+        ))
+    } else if err.is_timeout() {
+        TransportError::Timeout
+    } else {
+        TransportError::Unavailable(format!("quote service request failed: {}", describe(&err)))
+    }
+}

@@ -1,0 +1,91 @@
+//! How the API asks the quote service for a quote: one trait, two wire protocols.
+//!
+//! AMQP RPC is the production path (workers scale by just consuming the queue); plain HTTP
+//! is a fallback for set-ups without a broker. Handlers see only [`QuoteTransport`], and
+//! [`SingleFlight`] sits in front of either so a burst of identical requests costs one RPC.
+
+mod amqp;
+mod http;
+mod single_flight;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use shared::{Quote, QuoteError, Symbol};
+
+pub use amqp::{AmqpConfig, AmqpTransport};
+pub use http::{HttpConfig, HttpTransport};
+pub use single_flight::SingleFlight;
+
+use crate::settings::{Settings, TransportKind};
+
+/// Why no quote came back. `Clone` because one RPC's outcome is shared by every caller that
+/// joined it (see [`SingleFlight`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    /// The quote service answered with a typed error (not found, upstream failure…).
+    #[error(transparent)]
+    Quote(#[from] QuoteError),
+    /// Nobody can answer right now: broker or service down, queue missing, no worker
+    /// consuming. Reported at once instead of after the timeout.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request went out but no answer arrived within the RPC timeout.
+    #[error("no reply within the RPC timeout")]
+    Timeout,
+}
+
+impl TransportError {
+    /// Label for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            TransportError::Quote(q) => q.code.as_str(),
+            TransportError::Unavailable(_) => "unavailable",
+            TransportError::Timeout => "rpc_timeout",
+        }
+    }
+}
+
+#[async_trait]
+pub trait QuoteTransport: Send + Sync + 'static {
+    /// One quote; `request_id` travels with the request for log correlation.
+    async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Result<Quote, TransportError>;
+
+    /// Whether a request sent now could be answered (connected and someone is consuming).
+    /// Cheap: backed by state refreshed in the background.
+    fn is_ready(&self) -> bool;
+
+    /// Human-readable reason when not ready, for `/readyz`.
+    fn readiness_detail(&self) -> String {
+        if self.is_ready() {
+            "ready".into()
+        } else {
+            "not ready".into()
+        }
+    }
+
+    /// Stops background tasks and closes connections (graceful shutdown).
+    async fn shutdown(&self) {}
+}
+
+/// Builds the transport `settings` ask for, wrapped in [`SingleFlight`]. Never fails because
+/// the quote service or broker is down: the API starts anyway, reports not-ready and keeps
+/// reconnecting in the background.
+pub async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn QuoteTransport>> {
+    let transport: Arc<dyn QuoteTransport> = match settings.quote_transport {
+        TransportKind::Amqp => Arc::new(
+            AmqpTransport::start(AmqpConfig {
+                url: settings.amqp_url.expose_secret().to_owned(),
+                queue: settings.quote_queue.clone(),
+                rpc_timeout: settings.rpc_timeout,
+            })
+            .await,
+        ),
+        TransportKind::Http => Arc::new(HttpTransport::start(HttpConfig {
+            base_url: settings.quote_service_url.clone(),
+            rpc_timeout: settings.rpc_timeout,
+        })?),
+    };
+    Ok(Arc::new(SingleFlight::new(transport)))
+}
