@@ -1,0 +1,66 @@
+//! `POST /api/v1/login`: username and password in, bearer token out.
+
+use axum::Json;
+use axum::extract::State;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+
+use crate::auth::user_cache::UserRecord;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+pub struct LoginResponse {
+    token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// Wrong password and unknown user give the same 401 after the same argon2 work, so
+/// neither the answer nor its timing tells which usernames exist.
+#[instrument(skip_all, fields(username = tracing::field::Empty))]
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    if crate::users::validate_username(&body.username).is_ok() {
+        tracing::Span::current().record("username", body.username.as_str());
+    }
+    let user = state.store.user_by_username(&body.username).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = state
+        .hasher
+        .verify(body.password, stored)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => {
+            tracing::info!("login refused");
+            return Err(ApiError::Unauthorized {
+                message: "invalid username or password".into(),
+                invalid_token: false,
+            });
+        }
+    };
+    // The next request will almost certainly present this token: warm the cache.
+    state.users.insert(user.id, Some(UserRecord::from(&user)));
+    let issued = state
+        .jwt
+        .issue(user.id, user.role)
+        .map_err(ApiError::internal)?;
+    tracing::info!(user_id = user.id, "login succeeded");
+    Ok(Json(LoginResponse {
+        token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+    }))
+}

@@ -1,0 +1,98 @@
+//! The HTTP surface: one small module per endpoint, assembled with the cross-cutting layers
+//! (request ids, tracing, metrics, body limit, panic safety net) in [`router`].
+
+mod health;
+mod history;
+mod login;
+mod stats;
+mod stock;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state, map_request};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, envelope_response};
+use crate::extract::BODY_LIMIT;
+use crate::state::AppState;
+use crate::{metrics, request_id};
+
+pub fn router(state: AppState) -> Router {
+    let layers = ServiceBuilder::new()
+        .layer(map_request(request_id::drop_invalid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                // Failures are logged once, by ApiError, with their cause.
+                .on_failure(()),
+        )
+        .layer(from_fn(request_id::enter_scope))
+        .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(CatchPanicLayer::custom(panic_response));
+
+    Router::new()
+        .route("/api/v1/login", post(login::login))
+        .route("/api/v1/stock", get(stock::stock))
+        .route("/api/v1/users/history", get(history::history))
+        .route("/api/v1/users", post(users::create))
+        .route("/api/v1/stats", get(stats::stats))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(layers)
+        .with_state(state)
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        route,
+        request_id = request_id::of_request(request),
+        user_id = tracing::field::Empty,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    envelope_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}

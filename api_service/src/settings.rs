@@ -1,0 +1,198 @@
+//! Every knob of the API service, read once at start-up from flags or the environment.
+//!
+//! One struct so `--help` documents the whole surface and tests can build a complete,
+//! valid configuration in one call ([`Settings::for_tests`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::config::parse_duration;
+
+/// How the API reaches the quote service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// RPC over RabbitMQ (direct reply-to): the production path.
+    Amqp,
+    /// Plain HTTP to the quote service: a fallback when no broker is available.
+    Http,
+}
+
+/// Environment variables read outside clap (by `shared::telemetry::init`), listed so the
+/// complete set the binary reads can be enumerated next to [`crate::cli::cli_command`].
+pub const LOGGING_ENV_VARS: &[&str] = &["RUST_LOG", "LOG_FORMAT"];
+
+/// Shown under `--help`: the variables clap does not own.
+pub const LOGGING_HELP: &str = "Logging (read from the environment only):\n  \
+    RUST_LOG    tracing filter, e.g. `info,api_service=debug` (default: info)\n  \
+    LOG_FORMAT  `json` for one JSON object per line; anything else prints human-readable lines";
+
+/// Settings of the `serve` command (the other commands use the database part only).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address the HTTP server listens on. Port 0 picks a free port (used by tests).
+    #[arg(long, env = "API_ADDR", default_value = "0.0.0.0:8000")]
+    pub api_addr: SocketAddr,
+
+    /// Database URL: `sqlite://file.db` (embedded, one API instance) or
+    /// `postgres://user:pass@host/db` (shared by several API instances).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://api_service.db",
+          value_parser = parse_secret, hide_env_values = true)]
+    pub database_url: SecretString,
+
+    /// Size of the database connection pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// HS256 signing key for access tokens, at least 32 bytes. Required unless
+    /// ALLOW_INSECURE_DEV_SECRET=true.
+    #[arg(long, env = "JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Lifetime of issued access tokens (e.g. 15m, 1h).
+    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_positive_duration)]
+    pub jwt_ttl: Duration,
+
+    /// `iss` claim written into and required from every token.
+    #[arg(long, env = "JWT_ISSUER", default_value = "stock-quotes")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim written into and required from every token.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "stock-quotes-api")]
+    pub jwt_audience: String,
+
+    /// Development only: without JWT_SECRET, sign with a random per-process key (tokens die
+    /// with the process and are not shared between instances).
+    #[arg(long, env = "ALLOW_INSECURE_DEV_SECRET", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub allow_insecure_dev_secret: bool,
+
+    /// How quotes are requested from the quote service.
+    #[arg(long, env = "QUOTE_TRANSPORT", value_enum, default_value_t = TransportKind::Amqp)]
+    pub quote_transport: TransportKind,
+
+    /// RabbitMQ URL (QUOTE_TRANSPORT=amqp).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+          value_parser = parse_secret, hide_env_values = true)]
+    pub amqp_url: SecretString,
+
+    /// Durable RPC queue the quote workers consume (QUOTE_TRANSPORT=amqp).
+    #[arg(long, env = "QUOTE_QUEUE", default_value = shared::DEFAULT_QUOTE_QUEUE)]
+    pub quote_queue: String,
+
+    /// Base URL of the quote service's HTTP API (QUOTE_TRANSPORT=http).
+    #[arg(
+        long,
+        env = "QUOTE_SERVICE_URL",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub quote_service_url: String,
+
+    /// How long one quote RPC may take before the API answers 504; also the request's
+    /// deadline, so workers drop requests nobody waits for any more.
+    #[arg(long, env = "RPC_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub rpc_timeout: Duration,
+
+    /// How many argon2 hashes may run at once (each takes ~19 MiB). Default: number of CPUs.
+    #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub hash_concurrency: Option<u32>,
+
+    /// How long a user's existence and role may be served from memory instead of the
+    /// database. Bounds how long a token of a user deleted through another process (CLI,
+    /// another instance) keeps working. At most 2s; 0 checks the database on every request.
+    #[arg(long, env = "USER_CACHE_TTL", default_value = "2s", value_parser = parse_user_cache_ttl)]
+    pub user_cache_ttl: Duration,
+
+    /// On SIGTERM/Ctrl-C: how long in-flight requests may still finish before exit.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Whether `run_until_stopped` listens for SIGTERM/Ctrl-C. Off in [`Settings::for_tests`]
+    /// so in-process test servers leave the test runner's signal handling alone.
+    #[arg(skip = true)]
+    pub handle_signals: bool,
+}
+
+impl Settings {
+    /// Complete settings for an in-process test server: random port on 127.0.0.1, a fixed
+    /// test signing key, a 2 s RPC timeout, and the given database and quote transport.
+    /// Adjust fields afterwards as needed.
+    pub fn for_tests(database_url: &str, transport: TestTransport) -> Self {
+        let mut settings = Self {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: SecretString::from(database_url.to_owned()),
+            database_max_connections: 5,
+            jwt_secret: Some(SecretString::from(
+                "test-only-secret-that-is-long-enough-0123456789".to_owned(),
+            )),
+            jwt_ttl: Duration::from_secs(3600),
+            jwt_issuer: "stock-quotes".into(),
+            jwt_audience: "stock-quotes-api".into(),
+            allow_insecure_dev_secret: false,
+            quote_transport: TransportKind::Amqp,
+            amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            quote_queue: shared::DEFAULT_QUOTE_QUEUE.into(),
+            quote_service_url: "http://127.0.0.1:8001".into(),
+            rpc_timeout: Duration::from_secs(2),
+            hash_concurrency: None,
+            user_cache_ttl: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            handle_signals: false,
+        };
+        match transport {
+            TestTransport::Amqp { url, queue } => {
+                settings.quote_transport = TransportKind::Amqp;
+                settings.amqp_url = SecretString::from(url);
+                settings.quote_queue = queue;
+            }
+            TestTransport::Http { base_url } => {
+                settings.quote_transport = TransportKind::Http;
+                settings.quote_service_url = base_url;
+            }
+        }
+        settings
+    }
+
+    /// Argon2 concurrency actually used.
+    pub fn effective_hash_concurrency(&self) -> usize {
+        self.hash_concurrency
+            .map(|n| n as usize)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+    }
+}
+
+/// Which quote service a test server talks to.
+#[derive(Debug, Clone)]
+pub enum TestTransport {
+    Amqp { url: String, queue: String },
+    Http { base_url: String },
+}
+
+fn parse_secret(raw: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Upper bound on [`Settings::user_cache_ttl`]: the documented promise of how long a deleted
+/// user's token can outlive the deletion.
+pub const MAX_USER_CACHE_TTL: Duration = Duration::from_secs(2);
+
+fn parse_user_cache_ttl(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d > MAX_USER_CACHE_TTL {
+        return Err(format!("at most {MAX_USER_CACHE_TTL:?}"));
+    }
+    Ok(d)
+}

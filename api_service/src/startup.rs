@@ -1,0 +1,161 @@
+//! Building and running one API server: wiring settings into the store, the quote
+//! transport, auth and the router, then serving until asked to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Hasher, JwtKeys, UserCache};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::store::{self, Store};
+use crate::{routes, transport};
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    state: AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+    handle_signals: bool,
+}
+
+impl Application {
+    /// Validates the settings, connects and migrates the database, starts the quote
+    /// transport (which may still be connecting: the server starts not-ready rather than
+    /// failing) and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let jwt = JwtKeys::from_settings(&settings)?;
+        let store = store::connect(
+            settings.database_url.expose_secret(),
+            settings.database_max_connections,
+        )
+        .await
+        .context("connecting to the database")?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        let transport = transport::build(&settings)
+            .await
+            .context("starting the quote transport")?;
+        let hasher = Hasher::new(settings.effective_hash_concurrency())
+            .await
+            .context("initialising password hashing")?;
+        let state = AppState {
+            store,
+            transport,
+            jwt: Arc::new(jwt),
+            hasher,
+            users: Arc::new(UserCache::new(settings.user_cache_ttl)),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let listener = TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.api_addr))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, transport = ?settings.quote_transport, "API service ready to serve");
+        Ok(Self {
+            listener,
+            addr,
+            router: routes::router(state.clone()),
+            state,
+            shutdown: CancellationToken::new(),
+            grace: settings.shutdown_grace,
+            handle_signals: settings.handle_signals,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancel to stop the server gracefully (same as SIGTERM).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The shared state, e.g. for tests that create users or read metrics directly.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.state.store)
+    }
+
+    /// Deletes a user through this instance: their tokens stop working at once here (other
+    /// instances notice within `USER_CACHE_TTL`).
+    pub async fn delete_user(&self, username: &str) -> Result<bool, store::StoreError> {
+        crate::users::delete_user(self.state.store.as_ref(), Some(&self.state.users), username)
+            .await
+    }
+
+    /// Serves until the shutdown token is cancelled (or SIGTERM/Ctrl-C when signals are
+    /// handled): stops accepting, lets in-flight requests finish within `SHUTDOWN_GRACE`,
+    /// then closes the quote transport and the database (flushing pending writes).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        if self.handle_signals {
+            tokio::spawn(cancel_on_signal(token.clone()));
+        }
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(token.clone().cancelled_owned());
+        let grace = self.grace;
+        let result = tokio::select! {
+            result = std::future::IntoFuture::into_future(serve) => result.context("HTTP server failed"),
+            _ = async {
+                token.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "shutdown grace period over; dropping remaining connections");
+                Ok(())
+            }
+        };
+        tracing::info!("HTTP server stopped; closing the quote transport and the database");
+        self.state.transport.shutdown().await;
+        self.state.store.close().await;
+        result
+    }
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        _ = token.cancelled() => return,
+    }
+    token.cancel();
+}

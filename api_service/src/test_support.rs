@@ -1,0 +1,264 @@
+//! Test doubles for unit tests: an in-memory [`Store`] and a scriptable [`QuoteTransport`].
+//! Only compiled for tests; production code always talks to the real backends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use secrecy::SecretString;
+use shared::{Quote, Symbol};
+
+use crate::auth::{Hasher, JwtKeys, UserCache};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{
+    HistoryEntry, NewHistoryEntry, NewUser, Role, StockCount, Store, StoreError, User,
+};
+use crate::transport::{QuoteTransport, TransportError};
+
+#[derive(Default)]
+struct Inner {
+    users: Vec<User>,
+    history: Vec<(i64, HistoryEntry)>,
+    counters: HashMap<String, i64>,
+    next_user: i64,
+    next_row: i64,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    /// When set, every call fails as if the database were down.
+    pub down: AtomicBool,
+    pub user_lookups: AtomicUsize,
+}
+
+impl MemoryStore {
+    fn check(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        }
+        Ok(self.inner.lock().unwrap())
+    }
+
+    pub fn history_len(&self, user_id: i64) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner.history.iter().filter(|(u, _)| *u == user_id).count()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let mut inner = self.check()?;
+        if inner.users.iter().any(|u| u.username == user.username) {
+            return Err(StoreError::Conflict);
+        }
+        inner.next_user += 1;
+        let user = User {
+            id: inner.next_user,
+            username: user.username,
+            password_hash: user.password_hash,
+            role: user.role,
+            created_at: Utc::now(),
+        };
+        inner.users.push(user.clone());
+        Ok(user)
+    }
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let inner = self.check()?;
+        Ok(inner.users.iter().find(|u| u.username == username).cloned())
+    }
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        self.user_lookups.fetch_add(1, Ordering::SeqCst);
+        let inner = self.check()?;
+        Ok(inner.users.iter().find(|u| u.id == id).cloned())
+    }
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let mut inner = self.check()?;
+        let Some(pos) = inner.users.iter().position(|u| u.username == username) else {
+            return Ok(false);
+        };
+        let user = inner.users.remove(pos);
+        inner.history.retain(|(u, _)| *u != user.id);
+        Ok(true)
+    }
+    async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
+        let mut inner = self.check()?;
+        inner.next_row += 1;
+        let id = inner.next_row;
+        *inner
+            .counters
+            .entry(entry.symbol.to_lowercase())
+            .or_default() += 1;
+        inner.history.push((
+            user_id,
+            HistoryEntry {
+                id,
+                requested_at: entry.requested_at,
+                symbol: entry.symbol,
+                name: entry.name,
+                open: entry.open,
+                high: entry.high,
+                low: entry.low,
+                close: entry.close,
+            },
+        ));
+        Ok(())
+    }
+    async fn history_page(
+        &self,
+        user_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let inner = self.check()?;
+        let mut rows: Vec<HistoryEntry> = inner
+            .history
+            .iter()
+            .filter(|(u, e)| *u == user_id && before.is_none_or(|b| e.id < b))
+            .map(|(_, e)| e.clone())
+            .collect();
+        rows.sort_by_key(|e| std::cmp::Reverse(e.id));
+        rows.truncate(limit as usize);
+        Ok(rows)
+    }
+    async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
+        let inner = self.check()?;
+        let mut top: Vec<StockCount> = inner
+            .counters
+            .iter()
+            .map(|(s, c)| StockCount {
+                stock: s.clone(),
+                times_requested: *c,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.times_requested
+                .cmp(&a.times_requested)
+                .then(a.stock.cmp(&b.stock))
+        });
+        top.truncate(n as usize);
+        Ok(top)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check().map(|_| ())
+    }
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn seed_history(
+        &self,
+        user_id: i64,
+        entries: &[NewHistoryEntry],
+    ) -> Result<(), StoreError> {
+        for e in entries {
+            self.record_quote(user_id, e.clone()).await?;
+        }
+        Ok(())
+    }
+    async fn close(&self) {}
+}
+
+/// A transport whose answers the test scripts per symbol.
+pub struct FakeTransport {
+    pub answers: Mutex<HashMap<String, Result<Quote, TransportError>>>,
+    pub ready: AtomicBool,
+    pub calls: AtomicUsize,
+    pub last_request_id: Mutex<Option<String>>,
+}
+
+impl Default for FakeTransport {
+    fn default() -> Self {
+        Self {
+            answers: Mutex::default(),
+            ready: AtomicBool::new(true),
+            calls: AtomicUsize::new(0),
+            last_request_id: Mutex::default(),
+        }
+    }
+}
+
+impl FakeTransport {
+    pub fn answer(&self, symbol: &str, answer: Result<Quote, TransportError>) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(symbol.to_owned(), answer);
+    }
+}
+
+#[async_trait]
+impl QuoteTransport for FakeTransport {
+    async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Result<Quote, TransportError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.last_request_id.lock().unwrap() = Some(request_id.to_owned());
+        self.answers
+            .lock()
+            .unwrap()
+            .get(symbol.as_str())
+            .cloned()
+            .unwrap_or_else(|| {
+                Err(TransportError::Quote(shared::QuoteError::new(
+                    shared::ErrorCode::NotFound,
+                    format!("unknown symbol {symbol}"),
+                )))
+            })
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub fn quote(symbol: &str, name: &str, close: f64) -> Quote {
+    use chrono::TimeZone;
+    Quote {
+        symbol: symbol.to_owned(),
+        name: name.to_owned(),
+        open: close + 1.0,
+        high: close + 2.0,
+        low: close - 1.0,
+        close,
+        volume: Some(1000),
+        time: Utc.with_ymd_and_hms(2024, 5, 10, 20, 0, 9).unwrap(),
+        local_date: chrono::NaiveDate::from_ymd_opt(2024, 5, 10).unwrap(),
+        local_time: chrono::NaiveTime::from_hms_opt(22, 0, 9).unwrap(),
+    }
+}
+
+pub const TEST_SECRET: &str = "unit-test-secret-0123456789abcdef-xyz";
+
+pub fn jwt_keys() -> JwtKeys {
+    JwtKeys::new(
+        &SecretString::from(TEST_SECRET),
+        "stock-quotes",
+        "stock-quotes-api",
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+}
+
+pub async fn state(
+    store: Arc<MemoryStore>,
+    transport: Arc<dyn QuoteTransport>,
+    cache_ttl: Duration,
+) -> AppState {
+    AppState {
+        store,
+        transport,
+        jwt: Arc::new(jwt_keys()),
+        hasher: Hasher::new(2).await.unwrap(),
+        users: Arc::new(UserCache::new(cache_ttl)),
+        metrics: Arc::new(Metrics::new()),
+    }
+}
+
+/// Stores a user with a real argon2 hash (fast enough: argon2 is optimised in dev builds).
+pub async fn add_user(store: &MemoryStore, username: &str, password: &str, role: Role) -> User {
+    crate::users::create_user(store, username, &SecretString::from(password), role)
+        .await
+        .unwrap()
+}
