@@ -8,7 +8,8 @@
 //! and fetches them together. The slot map's lock is never held across an await.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,13 +73,46 @@ enum Slot {
     },
     InFlight {
         waiters: Vec<oneshot::Sender<Arc<Answer>>>,
+        /// The latest deadline among the waiters: the fetch may run (and retry) until then.
+        deadline: FetchDeadline,
     },
 }
 
-/// A symbol waiting for the collector, with the deadline of the request that queued it.
+/// A deadline that waiters joining an in-flight fetch can push later, so a patient caller
+/// who coalesced onto an impatient one's fetch is not failed at the impatient one's deadline.
+#[derive(Clone)]
+struct FetchDeadline(Arc<AtomicU64>);
+
+/// Reference point for [`FetchDeadline`]'s atomic representation (ms since this instant).
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+impl FetchDeadline {
+    fn new(at: Instant) -> Self {
+        Self(Arc::new(AtomicU64::new(Self::encode(at))))
+    }
+
+    fn encode(at: Instant) -> u64 {
+        // Rounded up so the fetch never stops before a waiter's deadline.
+        let since = at.saturating_duration_since(clock_base());
+        since.as_millis() as u64 + 1
+    }
+
+    fn extend(&self, at: Instant) {
+        self.0.fetch_max(Self::encode(at), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        clock_base() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A symbol waiting for the collector, with the deadline its fetch may run until.
 struct Queued {
     symbol: Symbol,
-    deadline: Instant,
+    deadline: FetchDeadline,
 }
 
 struct Shared {
@@ -136,8 +170,12 @@ impl QuoteService {
                     self.shared.metrics.cache_hit();
                     return answer.clone();
                 }
-                Some(Slot::InFlight { waiters }) => {
+                Some(Slot::InFlight {
+                    waiters,
+                    deadline: fetch_deadline,
+                }) => {
                     self.shared.metrics.coalesced();
+                    fetch_deadline.extend(deadline);
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     rx
@@ -148,10 +186,17 @@ impl QuoteService {
                     if slots.len() >= self.shared.max_entries {
                         evict(&mut slots, self.shared.max_entries, now);
                     }
-                    slots.insert(symbol.clone(), Slot::InFlight { waiters: vec![tx] });
+                    let fetch_deadline = FetchDeadline::new(deadline);
+                    slots.insert(
+                        symbol.clone(),
+                        Slot::InFlight {
+                            waiters: vec![tx],
+                            deadline: fetch_deadline.clone(),
+                        },
+                    );
                     let queued = Queued {
                         symbol: symbol.clone(),
-                        deadline,
+                        deadline: fetch_deadline,
                     };
                     if self.queue.send(queued).is_err() {
                         slots.remove(symbol);
@@ -212,7 +257,7 @@ impl Shared {
                 )
             }
         };
-        if let Some(Slot::InFlight { waiters }) = previous {
+        if let Some(Slot::InFlight { waiters, .. }) = previous {
             for waiter in waiters {
                 let _ = waiter.send(answer.clone());
             }
@@ -306,17 +351,21 @@ async fn fetch_batch(
     batch: Vec<Queued>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let deadline = batch
-        .iter()
-        .map(|q| q.deadline)
-        .max()
-        .unwrap_or_else(Instant::now);
+    let (symbols, deadlines): (Vec<Symbol>, Vec<FetchDeadline>) =
+        batch.into_iter().map(|q| (q.symbol, q.deadline)).unzip();
+    let deadline = || {
+        deadlines
+            .iter()
+            .map(FetchDeadline::get)
+            .max()
+            .unwrap_or_else(Instant::now)
+    };
     let mut guard = InFlightGuard {
         shared: shared.clone(),
-        symbols: batch.into_iter().map(|q| q.symbol).collect(),
+        symbols,
     };
     let started = Instant::now();
-    let result = client.fetch(&guard.symbols, deadline).await;
+    let result = client.fetch_until(&guard.symbols, deadline).await;
     shared
         .metrics
         .upstream_fetch(guard.symbols.len(), started.elapsed());

@@ -63,8 +63,8 @@ impl StooqClient {
     pub fn new(settings: &Settings, metrics: Metrics) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.stooq_connect_timeout)
-            // A backstop only: each attempt is bounded more tightly below.
-            .timeout(settings.stooq_timeout)
+            // A backstop only: each attempt is bounded (more tightly) in `fetch`.
+            .timeout(settings.stooq_timeout + Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(concat!("quote_service/", env!("CARGO_PKG_VERSION")))
@@ -81,8 +81,18 @@ impl StooqClient {
 
     /// Fetches `symbols` in one request (retrying as needed) and returns the rows stooq sent,
     /// keyed by lower-case symbol. A batch-level failure is one error for the whole batch.
-    #[tracing::instrument(skip_all, fields(symbols = symbols.len()))]
     pub async fn fetch(&self, symbols: &[Symbol], deadline: Instant) -> Result<Rows, QuoteError> {
+        self.fetch_until(symbols, || deadline).await
+    }
+
+    /// Like [`fetch`](Self::fetch), with a deadline that may move later while the fetch runs
+    /// (a caller with more patience joined it). It is re-read before every wait.
+    #[tracing::instrument(skip_all, fields(symbols = symbols.len()))]
+    pub async fn fetch_until(
+        &self,
+        symbols: &[Symbol],
+        deadline: impl Fn() -> Instant,
+    ) -> Result<Rows, QuoteError> {
         let url = format!(
             "{}?{}",
             self.endpoint,
@@ -93,28 +103,18 @@ impl StooqClient {
         );
         let mut attempt: u32 = 0;
         loop {
-            let now = Instant::now();
-            let Some(left) = deadline
-                .checked_duration_since(now)
-                .filter(|d| !d.is_zero())
-            else {
+            if deadline() <= Instant::now() {
                 return Err(deadline_passed());
-            };
-            let budget = left.min(self.attempt_timeout);
-            let failure = match tokio::time::timeout(budget, self.attempt(&url)).await {
-                Ok(Ok(body)) => return stooq::parse(&body).map_err(QuoteError::from),
-                Ok(Err(failure)) => failure,
-                Err(_elapsed) if budget < self.attempt_timeout => return Err(deadline_passed()),
-                Err(_elapsed) => Failure::retry(format!(
-                    "stooq did not answer within {:?}",
-                    self.attempt_timeout
-                )),
+            }
+            let failure = match self.attempt_within(&url, &deadline).await? {
+                Ok(body) => return stooq::parse(&body).map_err(QuoteError::from),
+                Err(failure) => failure,
             };
             if !failure.retryable || attempt >= self.max_retries {
                 return Err(failure.error);
             }
             let pause = backoff(attempt);
-            if Instant::now() + pause >= deadline {
+            if Instant::now() + pause >= deadline() {
                 // No time for another try: the real failure is more useful than "timeout".
                 return Err(failure.error);
             }
@@ -122,6 +122,37 @@ impl StooqClient {
             self.metrics.upstream_retry();
             tokio::time::sleep(pause).await;
             attempt += 1;
+        }
+    }
+
+    /// One attempt, cut at the attempt timeout or at the (possibly moving) deadline. The outer
+    /// `Err` is the deadline passing; the inner result is the attempt's own outcome.
+    async fn attempt_within(
+        &self,
+        url: &str,
+        deadline: &impl Fn() -> Instant,
+    ) -> Result<Result<Bytes, Failure>, QuoteError> {
+        let attempt_end = Instant::now() + self.attempt_timeout;
+        let attempt = self.attempt(url);
+        tokio::pin!(attempt);
+        loop {
+            let wake = deadline().min(attempt_end);
+            tokio::select! {
+                result = &mut attempt => return Ok(result),
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if deadline() <= now {
+                        return Err(deadline_passed());
+                    }
+                    if now >= attempt_end {
+                        return Ok(Err(Failure::retry(format!(
+                            "stooq did not answer within {:?}",
+                            self.attempt_timeout
+                        ))));
+                    }
+                    // The deadline moved later: keep waiting for this attempt.
+                }
+            }
         }
     }
 
