@@ -33,11 +33,16 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 # A fixed non-root uid/gid so volume ownership is predictable across rebuilds.
+# /run/quote-secrets: compose's `init-secrets` writes the generated JWT key there. Docker
+# gives a new named volume the owner and mode of the image directory it is mounted over, so
+# creating it here (owned by app, 0700) is what lets the non-root user write it and nobody
+# else read it.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin app \
- && mkdir -p /data \
- && chown app:app /data
+ && mkdir -p /data /run/quote-secrets \
+ && chown app:app /data /run/quote-secrets \
+ && chmod 0700 /run/quote-secrets
 COPY --from=builder /out/ /usr/local/bin/
 # /data holds the SQLite database when DATABASE_URL is left at sqlite://api_service.db.
 WORKDIR /data
