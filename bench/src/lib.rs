@@ -4,5 +4,158 @@
 //! seeds users and history, drives each scenario with wrk and compares `stock-hot` with the bare
 //! RPC echo of [`echo`] measured in the same run. `scripts/bench.sh` is the one command.
 
+pub mod db;
 pub mod echo;
+pub mod memory;
+pub mod report;
+pub mod scenarios;
+pub mod settings;
+pub mod stack;
 pub mod stats;
+pub mod wrk;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::report::{Machine, Target};
+use crate::scenarios::{Config, Scenario, ScenarioReport};
+pub use crate::settings::Settings;
+use crate::stack::Binaries;
+
+/// The JSON written to `--output`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub generated_at: String,
+    pub machine: Machine,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub runs: u16,
+    pub scenarios: Vec<ScenarioReport>,
+    pub targets: Vec<Target>,
+    /// Scenarios that could not be run at all, with why.
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub scenario: String,
+    pub error: String,
+}
+
+/// Which scenarios to run, in order: all by default; echo added first whenever a stock
+/// scenario needs its ratio.
+pub fn plan_scenarios(chosen: &[Scenario]) -> Vec<Scenario> {
+    let mut list = if chosen.is_empty() {
+        Scenario::all()
+    } else {
+        chosen.to_vec()
+    };
+    let needs_echo = list.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::StockHot | Scenario::StockHotSqlite | Scenario::StockHotHttp
+        )
+    });
+    if needs_echo {
+        list.push(Scenario::Echo);
+    }
+    scenarios::normalise(list)
+}
+
+/// Runs the chosen scenarios, prints the table and writes the JSON summary. Returns the
+/// summary; scenarios that failed to run are listed in it (missed targets are not errors).
+pub async fn run(settings: Settings) -> Result<Summary> {
+    let wrk_present = std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !wrk_present {
+        bail!("wrk is not installed (apt-get install -y wrk, or run scripts/bench.sh)");
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let cfg = Config {
+        bins: Binaries {
+            dir: settings.bin_dir.clone(),
+        },
+        work_dir: settings.work_dir.join(&stamp),
+        pg_base: settings.pg_base.clone(),
+        amqp_url: settings.amqp_url.clone(),
+        duration: settings.duration,
+        warmup: settings.warmup,
+        runs: settings.runs.into(),
+        connections: settings.connections,
+        wrk_threads: settings.wrk_threads,
+        users: settings.users.max(1),
+        hot_symbols: settings.hot_symbols.max(1),
+        cold_symbols: settings.cold_symbols.max(1),
+        history_rows: settings.history_rows.max(1),
+        stats_symbols: settings.stats_symbols.max(1),
+        login_connections: settings.login_connections,
+    };
+    std::fs::create_dir_all(&cfg.work_dir)
+        .with_context(|| format!("creating {}", cfg.work_dir.display()))?;
+    let mut reports: Vec<ScenarioReport> = Vec::new();
+    let mut failures = Vec::new();
+    for scenario in plan_scenarios(&settings.scenarios) {
+        eprintln!("bench: === {} ===", scenario.name());
+        match scenarios::run(scenario, &cfg).await {
+            Ok(done) => reports.extend(done),
+            Err(err) => {
+                eprintln!("bench: {} failed: {err:#}", scenario.name());
+                failures.push(Failure {
+                    scenario: scenario.name(),
+                    error: format!("{err:#}"),
+                });
+            }
+        }
+    }
+    let echo_rps = reports
+        .iter()
+        .find(|r| r.name == "echo")
+        .map(|r| r.median.rps);
+    if let Some(echo) = echo_rps.filter(|e| *e > 0.0) {
+        for r in reports
+            .iter_mut()
+            .filter(|r| r.name.starts_with("stock-hot"))
+        {
+            r.ratio_to_echo = Some(r.median.rps / echo);
+        }
+    }
+    let targets = report::targets(&reports);
+    println!("{}", report::table(&reports, &targets));
+    for f in &failures {
+        println!("FAILED TO RUN {}: {}", f.scenario, f.error);
+    }
+    let summary = Summary {
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        machine: Machine::detect(),
+        duration_s: settings.duration.as_secs_f64(),
+        warmup_s: settings.warmup.as_secs_f64(),
+        runs: settings.runs,
+        scenarios: reports,
+        targets,
+        failures,
+    };
+    if let Some(dir) = settings.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", settings.output.display()))?;
+    println!("JSON summary: {}", settings.output.display());
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_scenarios_bring_the_echo_first() {
+        assert_eq!(
+            plan_scenarios(&[Scenario::StockHot]),
+            vec![Scenario::Echo, Scenario::StockHot]
+        );
+        assert_eq!(plan_scenarios(&[Scenario::Login]), vec![Scenario::Login]);
+        assert_eq!(plan_scenarios(&[]), Scenario::all());
+    }
+}

@@ -1,0 +1,95 @@
+//! Resident memory of the services, read from `/proc/<pid>/status` (Linux only).
+//!
+//! `VmHWM` is the peak resident set since the process started, so a fresh stack per scenario
+//! makes it "the peak under this scenario". `VmRSS` sampled while idle and during each run
+//! gives the idle figure and a per-run peak.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One field of `/proc/<pid>/status` in KiB, e.g. `VmRSS` or `VmHWM`; `None` when the
+/// process is gone or the field is missing.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, field)
+}
+
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+pub fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Memory figures of one service, MiB.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceMemory {
+    /// VmRSS after start-up, before any load.
+    pub idle_rss_mb: f64,
+    /// Highest VmRSS sampled during the measured runs.
+    pub sampled_peak_rss_mb: f64,
+    /// VmHWM when the scenario ended: the true peak since the process started (includes
+    /// warm-up and seeding).
+    pub peak_rss_mb: f64,
+}
+
+/// Samples VmRSS of some processes every `period` until stopped; returns each one's maximum.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    pub fn start(pids: Vec<u32>, period: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut max = vec![0u64; pids.len()];
+            loop {
+                for (m, pid) in max.iter_mut().zip(&pids) {
+                    if let Some(kib) = status_kib(*pid, "VmRSS") {
+                        *m = (*m).max(kib);
+                    }
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return max;
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops sampling and returns the maxima in KiB, in the order the pids were given.
+    pub async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_fields() {
+        let status = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        assert!(status_kib(pid, "VmRSS").unwrap() > 0);
+        assert!(status_kib(pid, "VmHWM").unwrap() >= status_kib(pid, "VmRSS").unwrap() / 2);
+    }
+}

@@ -1,0 +1,902 @@
+//! The scenarios of issue #5 and how each is run and checked.
+//!
+//! Every scenario gets a fresh stack (so `VmHWM` is that scenario's peak), an optional
+//! warm-up, then `runs` measured runs whose medians are reported. Every `/stock` run checks
+//! that each 200 left exactly one history row behind.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{TimeZone, Utc};
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::db::Backend;
+use crate::echo::EchoResult;
+use crate::memory::{RssSampler, ServiceMemory};
+use crate::stack::{BenchUser, Binaries, Service, Stack, StackOptions, Transport};
+use crate::stats::median;
+use crate::wrk::{self, Load, Plan, WrkResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Bare RPC echo over RabbitMQ: the baseline.
+    Echo,
+    /// Hot symbols, AMQP transport, PostgreSQL.
+    StockHot,
+    /// stock-hot on SQLite.
+    StockHotSqlite,
+    /// stock-hot over the HTTP transport (PostgreSQL).
+    StockHotHttp,
+    /// 2,000 distinct symbols with the quote cache off: upstream requests per quote.
+    StockCold,
+    /// First page and a deep page of a 1,000,000-row history.
+    History,
+    /// Top-5 stats over 1,000,000 rows and 5,000 symbols.
+    Stats,
+    /// Concurrent logins (argon2): logins/s and the API's peak RSS.
+    Login,
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        Scenario::value_variants().to_vec()
+    }
+
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Everything a scenario needs to know about the run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bins: Binaries,
+    pub work_dir: PathBuf,
+    pub pg_base: String,
+    pub amqp_url: String,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub runs: usize,
+    pub connections: usize,
+    pub wrk_threads: usize,
+    pub users: usize,
+    pub hot_symbols: usize,
+    pub cold_symbols: usize,
+    pub history_rows: usize,
+    pub stats_symbols: usize,
+    pub login_connections: usize,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunFigures {
+    pub requests: u64,
+    pub duration_s: f64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    /// Responses with status 200 (counted exactly by the wrk script).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub statuses: BTreeMap<String, u64>,
+    /// Requests still in flight when wrk stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_off_in_flight: Option<u64>,
+    /// History rows that appeared during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_added: Option<i64>,
+    /// Upstream (fake stooq) HTTP requests during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_requests: Option<u64>,
+    /// Symbols those upstream requests asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_symbols: Option<u64>,
+}
+
+impl RunFigures {
+    fn from_wrk(r: &WrkResult) -> Self {
+        Self {
+            requests: r.requests,
+            duration_s: r.duration_s(),
+            rps: r.rps(),
+            p50_ms: r.p50_us / 1000.0,
+            p99_ms: r.p99_us / 1000.0,
+            max_ms: r.max_us / 1000.0,
+            errors: r.errors(),
+            ok: Some(r.ok),
+            statuses: r.statuses.clone(),
+            cut_off_in_flight: Some(r.abandoned()),
+            ..Self::default()
+        }
+    }
+
+    fn from_echo(r: &EchoResult) -> Self {
+        Self {
+            requests: r.requests,
+            duration_s: r.duration_s,
+            rps: r.rps,
+            p50_ms: r.p50_ms,
+            p99_ms: r.p99_ms,
+            max_ms: r.max_ms,
+            errors: r.errors,
+            ..Self::default()
+        }
+    }
+}
+
+/// Per-metric medians over the runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Medians {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: f64,
+}
+
+impl Medians {
+    fn of(runs: &[RunFigures]) -> Self {
+        let m = |f: fn(&RunFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Self {
+            rps: m(|r| r.rps),
+            p50_ms: m(|r| r.p50_ms),
+            p99_ms: m(|r| r.p99_ms),
+            max_ms: m(|r| r.max_ms),
+            errors: m(|r| r.errors as f64),
+        }
+    }
+}
+
+/// A yes/no fact the run established (nothing lost, counters consistent, ...).
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The outcome of one scenario (one table row).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub description: String,
+    pub connections: usize,
+    pub median: Medians,
+    /// stock-* only: median requests/s divided by the echo's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_echo: Option<f64>,
+    pub runs: Vec<RunFigures>,
+    pub memory: BTreeMap<String, ServiceMemory>,
+    pub checks: Vec<Check>,
+    /// Scenario-specific figures (upstream requests per quote, seeding time, ...).
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ScenarioReport {
+    fn new(name: &str, description: &str, connections: usize, runs: Vec<RunFigures>) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            connections,
+            median: Medians::of(&runs),
+            ratio_to_echo: None,
+            runs,
+            memory: BTreeMap::new(),
+            checks: Vec::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Runs one scenario; returns one or more table rows (history has two).
+pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>> {
+    let work_dir = cfg.work_dir.join(scenario.name());
+    std::fs::create_dir_all(&work_dir)?;
+    match scenario {
+        Scenario::Echo => echo(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::StockHot => {
+            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Amqp, scenario)
+                .await
+                .map(|r| vec![r])
+        }
+        Scenario::StockHotSqlite => {
+            stock_hot(cfg, &work_dir, Backend::Sqlite, Transport::Amqp, scenario)
+                .await
+                .map(|r| vec![r])
+        }
+        Scenario::StockHotHttp => {
+            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Http, scenario)
+                .await
+                .map(|r| vec![r])
+        }
+        Scenario::StockCold => stock_cold(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::History => history(cfg, &work_dir).await,
+        Scenario::Stats => stats(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::Login => login(cfg, &work_dir).await.map(|r| vec![r]),
+    }
+}
+
+async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let bin = cfg.bins.path("rpc_echo")?;
+    let queue = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
+    let amqp = ("AMQP_URL", cfg.amqp_url.clone());
+    let mut server = Service::spawn(
+        "rpc_echo",
+        &bin,
+        &["serve", "--queue", &queue, "--prefetch", "64"],
+        std::slice::from_ref(&amqp),
+        work_dir,
+    )?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load = |duration: Duration| {
+        let bin = bin.clone();
+        let queue = queue.clone();
+        let amqp_url = cfg.amqp_url.clone();
+        let inflight = cfg.connections.to_string();
+        async move {
+            let out = tokio::process::Command::new(&bin)
+                .args([
+                    "load",
+                    "--queue",
+                    &queue,
+                    "--inflight",
+                    &inflight,
+                    "--duration",
+                ])
+                .arg(format!("{}ms", duration.as_millis()))
+                .env("AMQP_URL", amqp_url)
+                .output()
+                .await?;
+            if !out.status.success() {
+                bail!(
+                    "rpc_echo load failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout.lines().last().unwrap_or_default();
+            serde_json::from_str::<EchoResult>(line)
+                .with_context(|| format!("parsing rpc_echo output {line:?}"))
+        }
+    };
+    if !cfg.warmup.is_zero() {
+        load(cfg.warmup).await?;
+    }
+    let mut runs = Vec::new();
+    for n in 1..=cfg.runs {
+        server.ensure_running()?;
+        let r = load(cfg.duration).await?;
+        progress("echo", n, cfg.runs, &format!("{:.0} calls/s", r.rps));
+        runs.push(RunFigures::from_echo(&r));
+    }
+    server.stop().await;
+    if let Err(err) = crate::echo::delete_queue(&cfg.amqp_url, &queue).await {
+        eprintln!("bench: could not delete queue {queue}: {err:#}");
+    }
+    let mut report = ScenarioReport::new(
+        "echo",
+        "bare lapin RPC echo, direct reply-to, one message each way per call",
+        cfg.connections,
+        runs,
+    );
+    report.checks.push(Check {
+        name: "zero errors".into(),
+        passed: report.runs.iter().all(|r| r.errors == 0),
+        detail: format!(
+            "{} errors",
+            report.runs.iter().map(|r| r.errors).sum::<u64>()
+        ),
+    });
+    Ok(report)
+}
+
+/// Twenty real-looking tickers: the hot set.
+const HOT_SYMBOLS: [&str; 20] = [
+    "aapl.us", "msft.us", "googl.us", "amzn.us", "nvda.us", "meta.us", "tsla.us", "brk-b.us",
+    "jpm.us", "v.us", "vod.uk", "sap.de", "7974.jp", "700.hk", "cdr", "pkn", "^spx", "eurusd",
+    "cl.f", "ko.us",
+];
+
+fn stock_targets(symbols: &[String]) -> Vec<String> {
+    symbols
+        .iter()
+        .map(|s| format!("/api/v1/stock?q={}", s.replace('^', "%5E")))
+        .collect()
+}
+
+fn tokens(users: &[BenchUser]) -> Vec<String> {
+    users.iter().map(|u| u.token.clone()).collect()
+}
+
+fn stack_options(cfg: &Config, backend: Backend, transport: Transport) -> StackOptions {
+    StackOptions {
+        backend,
+        transport,
+        cache_ttl: None,
+        pg_base: cfg.pg_base.clone(),
+        amqp_url: cfg.amqp_url.clone(),
+    }
+}
+
+fn load(cfg: &Config, connections: usize, duration: Duration, timeout: Duration) -> Load {
+    Load {
+        threads: cfg.wrk_threads,
+        connections,
+        duration,
+        timeout,
+    }
+}
+
+fn progress(name: &str, n: usize, of: usize, what: &str) {
+    eprintln!("bench: {name} run {n}/{of}: {what}");
+}
+
+/// What the stock runs share: warm-up, then measured runs that each count history rows and
+/// upstream requests before and after.
+async fn stock_runs(
+    cfg: &Config,
+    stack: &mut Stack,
+    name: &str,
+    plan: &Plan,
+    work_dir: &std::path::Path,
+) -> Result<(Vec<RunFigures>, Vec<u64>, Vec<Check>)> {
+    let timeout = Duration::from_secs(10);
+    if !cfg.warmup.is_zero() {
+        wrk::run(
+            &stack.api_url,
+            plan,
+            load(cfg, cfg.connections, cfg.warmup, timeout),
+            work_dir,
+        )
+        .await?;
+    }
+    let mut runs = Vec::new();
+    let mut peaks = vec![0u64; 3];
+    let mut checks = Vec::new();
+    for n in 1..=cfg.runs {
+        stack.ensure_running()?;
+        let rows_before = stack.db.settled_history_rows().await?;
+        let (hits_before, symbols_before) = stack.upstream_counters().await?;
+        let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
+        let result = wrk::run(
+            &stack.api_url,
+            plan,
+            load(cfg, cfg.connections, cfg.duration, timeout),
+            work_dir,
+        )
+        .await?;
+        for (p, s) in peaks.iter_mut().zip(sampler.finish().await) {
+            *p = (*p).max(s);
+        }
+        let rows_after = stack.db.settled_history_rows().await?;
+        let (hits_after, symbols_after) = stack.upstream_counters().await?;
+        let mut fig = RunFigures::from_wrk(&result);
+        let added = rows_after - rows_before;
+        fig.rows_added = Some(added);
+        fig.upstream_requests = Some(hits_after.saturating_sub(hits_before));
+        fig.upstream_symbols = Some(symbols_after.saturating_sub(symbols_before));
+        checks.push(rows_check(n, &result, added));
+        progress(
+            name,
+            n,
+            cfg.runs,
+            &format!(
+                "{:.0} req/s, p99 {:.1} ms, {} errors, {} rows for {} x 200",
+                fig.rps, fig.p99_ms, fig.errors, added, result.ok
+            ),
+        );
+        runs.push(fig);
+    }
+    let rows = stack.db.history_rows().await?;
+    let counters = stack.db.counter_total().await?;
+    checks.push(Check {
+        name: "counters match history".into(),
+        passed: rows == counters,
+        detail: format!("{rows} history rows, counters sum to {counters}"),
+    });
+    Ok((runs, peaks, checks))
+}
+
+/// Nothing lost: every 200 left a row. Requests wrk cut off at the end of a run may still
+/// complete on the server and add rows nobody saw a 200 for; those are counted but allowed.
+fn rows_check(run: usize, result: &WrkResult, added: i64) -> Check {
+    let ok = result.ok as i64;
+    let lost = (ok - added).max(0);
+    let extra = (added - ok).max(0);
+    Check {
+        name: format!("run {run}: history rows == 200 responses"),
+        passed: lost == 0 && extra <= result.abandoned() as i64,
+        detail: format!(
+            "{added} rows added, {ok} x 200: {lost} lost, {extra} extra (<= {} requests cut off in flight at the end)",
+            result.abandoned()
+        ),
+    }
+}
+
+async fn stock_hot(
+    cfg: &Config,
+    work_dir: &std::path::Path,
+    backend: Backend,
+    transport: Transport,
+    scenario: Scenario,
+) -> Result<ScenarioReport> {
+    let name = scenario.name();
+    let mut stack =
+        Stack::start(&cfg.bins, stack_options(cfg, backend, transport), work_dir).await?;
+    let outcome = async {
+        let users = stack.create_users("hot_user_", cfg.users, false).await?;
+        let symbols: Vec<String> = HOT_SYMBOLS
+            .iter()
+            .cycle()
+            .take(cfg.hot_symbols)
+            .enumerate()
+            .map(|(i, s)| {
+                if i < HOT_SYMBOLS.len() {
+                    s.to_string()
+                } else {
+                    format!("hot{i}.us")
+                }
+            })
+            .collect();
+        let plan = Plan {
+            method: "GET",
+            targets: stock_targets(&symbols),
+            tokens: tokens(&users),
+            bodies: vec![],
+        };
+        let (runs, peaks, checks) = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
+        let mut report = ScenarioReport::new(
+            &name,
+            &format!(
+                "GET /stock, {} users x {} symbols, {:?} transport, {:?}",
+                users.len(),
+                symbols.len(),
+                transport,
+                backend
+            ),
+            cfg.connections,
+            runs,
+        );
+        report.checks = checks;
+        report.memory = stack.memory(&peaks).into_iter().collect();
+        add_upstream_ratio(&mut report);
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Upstream requests per quote served, and symbols per upstream request (batch fill).
+fn add_upstream_ratio(report: &mut ScenarioReport) {
+    let per_quote: Vec<f64> = report
+        .runs
+        .iter()
+        .map(|r| r.upstream_requests.unwrap_or(0) as f64 / r.ok.unwrap_or(0).max(1) as f64)
+        .collect();
+    let per_request: Vec<f64> = report
+        .runs
+        .iter()
+        .map(|r| {
+            r.upstream_symbols.unwrap_or(0) as f64 / r.upstream_requests.unwrap_or(0).max(1) as f64
+        })
+        .collect();
+    report.extra.insert(
+        "upstream_requests_per_quote".into(),
+        serde_json::json!(median(&per_quote)),
+    );
+    report.extra.insert(
+        "symbols_per_upstream_request".into(),
+        serde_json::json!(median(&per_request)),
+    );
+}
+
+async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let mut options = stack_options(cfg, Backend::Postgres, Transport::Amqp);
+    // Off, so 2,000 symbols keep missing the cache however long the run; concurrent requests
+    // for one symbol are still shared and different symbols still batched.
+    options.cache_ttl = Some("0".into());
+    let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
+    let outcome = async {
+        let users = stack.create_users("cold_user_", cfg.users, false).await?;
+        let symbols: Vec<String> = (0..cfg.cold_symbols)
+            .map(|i| format!("c{i:04}.us"))
+            .collect();
+        let plan = Plan {
+            method: "GET",
+            targets: stock_targets(&symbols),
+            tokens: tokens(&users),
+            bodies: vec![],
+        };
+        let (runs, peaks, checks) =
+            stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
+        let mut report = ScenarioReport::new(
+            "stock-cold",
+            &format!(
+                "GET /stock, {} users x {} distinct symbols, quote cache off (CACHE_TTL=0)",
+                users.len(),
+                symbols.len()
+            ),
+            cfg.connections,
+            runs,
+        );
+        report.checks = checks;
+        report.memory = stack.memory(&peaks).into_iter().collect();
+        add_upstream_ratio(&mut report);
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Measured runs of a read-only plan (history, stats, login).
+async fn plain_runs(
+    cfg: &Config,
+    stack: &mut Stack,
+    name: &str,
+    plan: &Plan,
+    connections: usize,
+    timeout: Duration,
+    work_dir: &std::path::Path,
+) -> Result<(Vec<RunFigures>, Vec<u64>)> {
+    if !cfg.warmup.is_zero() {
+        wrk::run(
+            &stack.api_url,
+            plan,
+            load(cfg, connections, cfg.warmup, timeout),
+            work_dir,
+        )
+        .await?;
+    }
+    let mut runs = Vec::new();
+    let mut peaks = vec![0u64; 3];
+    for n in 1..=cfg.runs {
+        stack.ensure_running()?;
+        let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
+        let result = wrk::run(
+            &stack.api_url,
+            plan,
+            load(cfg, connections, cfg.duration, timeout),
+            work_dir,
+        )
+        .await?;
+        for (p, s) in peaks.iter_mut().zip(sampler.finish().await) {
+            *p = (*p).max(s);
+        }
+        let fig = RunFigures::from_wrk(&result);
+        progress(
+            name,
+            n,
+            cfg.runs,
+            &format!(
+                "{:.0} req/s, p99 {:.1} ms, {} errors",
+                fig.rps, fig.p99_ms, fig.errors
+            ),
+        );
+        runs.push(fig);
+    }
+    Ok((runs, peaks))
+}
+
+/// Seeds `rows` history rows for one user through the store's own bulk insert, spread over
+/// `symbols` symbols with a skewed (Zipf-like) popularity so the top five are well defined.
+async fn seed(stack: &Stack, user_id: i64, rows: usize, symbols: usize) -> Result<Duration> {
+    use api_service::store::NewHistoryEntry;
+    let started = std::time::Instant::now();
+    let store = api_service::store::connect(&stack.db.url, 2).await?;
+    let base = Utc.with_ymd_and_hms(2024, 1, 2, 9, 0, 0).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut done = 0;
+    while done < rows {
+        let chunk = (rows - done).min(50_000);
+        let entries: Vec<NewHistoryEntry> = (done..done + chunk)
+            .map(|i| {
+                // xorshift64: deterministic and cheap.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let idx = ((u * u * u) * symbols as f64) as usize % symbols.max(1);
+                let price = 10.0 + idx as f64 / 10.0;
+                NewHistoryEntry {
+                    requested_at: base + chrono::Duration::seconds(i as i64),
+                    symbol: format!("S{idx:04}.US"),
+                    name: format!("SEEDED {idx}"),
+                    open: price,
+                    high: price + 1.0,
+                    low: price - 1.0,
+                    close: price + 0.5,
+                }
+            })
+            .collect();
+        store.seed_history(user_id, &entries).await?;
+        done += chunk;
+    }
+    store.close().await;
+    Ok(started.elapsed())
+}
+
+/// A stack with one user holding `history_rows` rows (the history and stats scenarios).
+async fn seeded_stack(
+    cfg: &Config,
+    work_dir: &std::path::Path,
+) -> Result<(Stack, BenchUser, BenchUser, Duration)> {
+    let stack = Stack::start(
+        &cfg.bins,
+        stack_options(cfg, Backend::Postgres, Transport::Amqp),
+        work_dir,
+    )
+    .await?;
+    let prepared = async {
+        let user = stack
+            .create_users("history_user_", 1, false)
+            .await?
+            .remove(0);
+        let admin = stack.create_users("admin_", 1, true).await?.remove(0);
+        eprintln!(
+            "bench: seeding {} history rows over {} symbols",
+            cfg.history_rows, cfg.stats_symbols
+        );
+        let took = seed(&stack, user.id, cfg.history_rows, cfg.stats_symbols).await?;
+        eprintln!("bench: seeded in {:.1} s", took.as_secs_f64());
+        Ok::<_, anyhow::Error>((user, admin, took))
+    }
+    .await;
+    match prepared {
+        Ok((user, admin, took)) => Ok((stack, user, admin, took)),
+        Err(err) => {
+            stack.stop().await;
+            Err(err)
+        }
+    }
+}
+
+async fn history(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<ScenarioReport>> {
+    let (mut stack, user, _admin, seeded) = seeded_stack(cfg, work_dir).await?;
+    let outcome = async {
+        let (min_id, max_id) = stack.db.id_range(user.id).await?;
+        if max_id == 0 {
+            bail!("seeding left the history empty");
+        }
+        // 90% of the way down: a client that has paged through most of a million rows.
+        let deep_id = min_id + (max_id - min_id) / 10;
+        let cursor = api_service::pagination::Cursor(deep_id).encode();
+        let mut reports = Vec::new();
+        for (name, target, what) in [
+            (
+                "history-first",
+                "/api/v1/users/history".to_owned(),
+                "first page (default limit)",
+            ),
+            (
+                "history-deep",
+                format!("/api/v1/users/history?cursor={cursor}"),
+                "page at 90% depth via cursor",
+            ),
+        ] {
+            let plan = Plan {
+                method: "GET",
+                targets: vec![target.clone()],
+                tokens: vec![user.token.clone()],
+                bodies: vec![],
+            };
+            let check = first_page_check(&stack, &target, &user.token).await?;
+            let (runs, peaks) = plain_runs(
+                cfg,
+                &mut stack,
+                name,
+                &plan,
+                cfg.connections,
+                Duration::from_secs(10),
+                work_dir,
+            )
+            .await?;
+            let mut report = ScenarioReport::new(
+                name,
+                &format!(
+                    "GET /users/history, {what}, one user with {} rows",
+                    cfg.history_rows
+                ),
+                cfg.connections,
+                runs,
+            );
+            report.checks.push(check);
+            report.memory = stack.memory(&peaks).into_iter().collect();
+            report.extra.insert(
+                "seed_seconds".into(),
+                serde_json::json!(seeded.as_secs_f64()),
+            );
+            reports.push(report);
+        }
+        Ok::<_, anyhow::Error>(reports)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// The page is a full page of rows with a `Link: rel=next` (there are many more).
+async fn first_page_check(stack: &Stack, target: &str, token: &str) -> Result<Check> {
+    let resp = stack
+        .http
+        .get(format!("{}{target}", stack.api_url))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = resp.status();
+    let has_next = resp
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("rel=\"next\""));
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let rows = body.as_array().map_or(0, Vec::len);
+    Ok(Check {
+        name: format!("{target} answers a full page"),
+        passed: status.is_success() && rows > 0 && has_next,
+        detail: format!("status {status}, {rows} rows, Link rel=next: {has_next}"),
+    })
+}
+
+async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let (mut stack, _user, admin, seeded) = seeded_stack(cfg, work_dir).await?;
+    let outcome = async {
+        let check = stats_check(&stack, &admin.token).await?;
+        let plan = Plan {
+            method: "GET",
+            targets: vec!["/api/v1/stats".into()],
+            tokens: vec![admin.token.clone()],
+            bodies: vec![],
+        };
+        let (runs, peaks) = plain_runs(
+            cfg,
+            &mut stack,
+            "stats",
+            &plan,
+            cfg.connections,
+            Duration::from_secs(10),
+            work_dir,
+        )
+        .await?;
+        let mut report = ScenarioReport::new(
+            "stats",
+            &format!(
+                "GET /stats (admin, top 5) over {} rows and {} symbols",
+                cfg.history_rows, cfg.stats_symbols
+            ),
+            cfg.connections,
+            runs,
+        );
+        report.checks = check;
+        report.memory = stack.memory(&peaks).into_iter().collect();
+        report.extra.insert(
+            "seed_seconds".into(),
+            serde_json::json!(seeded.as_secs_f64()),
+        );
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// `/stats` agrees with a GROUP BY over the history rows, and the counters sum to the row
+/// count.
+async fn stats_check(stack: &Stack, token: &str) -> Result<Vec<Check>> {
+    let answer: serde_json::Value = stack
+        .http
+        .get(format!("{}/api/v1/stats", stack.api_url))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let served: Vec<(String, i64)> = answer
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i["stock"].as_str().unwrap_or_default().to_lowercase(),
+                        i["times_requested"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected = stack
+        .db
+        .top_from_history(served.len().max(1) as i64)
+        .await?;
+    let rows = stack.db.history_rows().await?;
+    let counters = stack.db.counter_total().await?;
+    Ok(vec![
+        Check {
+            name: "stats == GROUP BY over history".into(),
+            passed: !served.is_empty() && served == expected,
+            detail: format!("served {served:?}, history says {expected:?}"),
+        },
+        Check {
+            name: "counters match history".into(),
+            passed: rows == counters,
+            detail: format!("{rows} history rows, counters sum to {counters}"),
+        },
+    ])
+}
+
+async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let mut stack = Stack::start(
+        &cfg.bins,
+        stack_options(cfg, Backend::Postgres, Transport::Amqp),
+        work_dir,
+    )
+    .await?;
+    let outcome = async {
+        let users = stack.create_users("login_user_", cfg.users, false).await?;
+        let bodies = users
+            .iter()
+            .map(|u| {
+                serde_json::json!({"username": u.username, "password": u.password}).to_string()
+            })
+            .collect();
+        let plan = Plan {
+            method: "POST",
+            targets: vec!["/api/v1/login".into()],
+            tokens: vec![],
+            bodies,
+        };
+        let (runs, peaks) = plain_runs(
+            cfg,
+            &mut stack,
+            "login",
+            &plan,
+            cfg.login_connections,
+            Duration::from_secs(60),
+            work_dir,
+        )
+        .await?;
+        let mut report = ScenarioReport::new(
+            "login",
+            &format!(
+                "POST /login (argon2id), {} concurrent, {} users",
+                cfg.login_connections,
+                users.len()
+            ),
+            cfg.login_connections,
+            runs,
+        );
+        report.memory = stack.memory(&peaks).into_iter().collect();
+        report.checks.push(Check {
+            name: "zero errors".into(),
+            passed: report.runs.iter().all(|r| r.errors == 0),
+            detail: format!(
+                "{} errors",
+                report.runs.iter().map(|r| r.errors).sum::<u64>()
+            ),
+        });
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Sorts the scenario list and drops duplicates; echo always runs first when a stock scenario
+/// needs its ratio.
+pub fn normalise(mut scenarios: Vec<Scenario>) -> Vec<Scenario> {
+    scenarios.sort();
+    scenarios.dedup();
+    scenarios
+}

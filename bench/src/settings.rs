@@ -1,0 +1,100 @@
+//! The harness's command line. Defaults are the figures of issue #5 (64 connections, 30 s,
+//! three runs); `--duration 3s --runs 1 --warmup 0` is a quick smoke run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use shared::config::parse_duration;
+
+use crate::scenarios::Scenario;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bench",
+    about = "End-to-end benchmark: starts the stack from release builds and drives it with wrk"
+)]
+pub struct Settings {
+    /// Scenarios to run, comma-separated (default: all). echo runs first whenever a stock-*
+    /// scenario is chosen, since they are reported as a ratio to it.
+    #[arg(long, env = "BENCH_SCENARIOS", value_delimiter = ',', value_enum)]
+    pub scenarios: Vec<Scenario>,
+
+    /// Length of each measured run.
+    #[arg(long, env = "BENCH_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Measured runs per scenario; medians are reported.
+    #[arg(long, env = "BENCH_RUNS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runs: u16,
+
+    /// Unmeasured load before the runs (fills caches, opens connections); 0 skips it.
+    #[arg(long, env = "BENCH_WARMUP", default_value = "5s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Concurrent connections (and calls in flight for the echo).
+    #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 64)]
+    pub connections: usize,
+
+    /// Concurrent connections of the login scenario.
+    #[arg(long, env = "BENCH_LOGIN_CONNECTIONS", default_value_t = 200)]
+    pub login_connections: usize,
+
+    /// wrk threads (the machine has 2 cores; more only adds contention).
+    #[arg(long, env = "BENCH_WRK_THREADS", default_value_t = 2)]
+    pub wrk_threads: usize,
+
+    /// Users whose tokens the stock and login scenarios rotate through.
+    #[arg(long, env = "BENCH_USERS", default_value_t = 16)]
+    pub users: usize,
+
+    /// Distinct symbols of stock-hot.
+    #[arg(long, env = "BENCH_HOT_SYMBOLS", default_value_t = 20)]
+    pub hot_symbols: usize,
+
+    /// Distinct symbols of stock-cold.
+    #[arg(long, env = "BENCH_COLD_SYMBOLS", default_value_t = 2000)]
+    pub cold_symbols: usize,
+
+    /// History rows seeded for the history and stats scenarios.
+    #[arg(long, env = "BENCH_HISTORY_ROWS", default_value_t = 1_000_000)]
+    pub history_rows: usize,
+
+    /// Distinct symbols among the seeded rows (stats).
+    #[arg(long, env = "BENCH_STATS_SYMBOLS", default_value_t = 5000)]
+    pub stats_symbols: usize,
+
+    /// Directory holding the release binaries (fake_stooq, quote_service, api_service,
+    /// rpc_echo).
+    #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
+    pub bin_dir: PathBuf,
+
+    /// PostgreSQL server (no database) on which `bench_<uuid>` databases are created.
+    #[arg(
+        long,
+        env = "BENCH_PG_BASE",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub pg_base: String,
+
+    /// RabbitMQ used by the services and the echo baseline.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Where the JSON summary is written.
+    #[arg(
+        long,
+        env = "BENCH_OUTPUT",
+        default_value = "target/bench/summary.json"
+    )]
+    pub output: PathBuf,
+
+    /// Where service logs and generated wrk scripts go (one sub-directory per scenario).
+    #[arg(long, env = "BENCH_WORK_DIR", default_value = "target/bench/work")]
+    pub work_dir: PathBuf,
+}

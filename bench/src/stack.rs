@@ -1,0 +1,403 @@
+//! Starts and stops the stack under test from release binaries: fake_stooq, quote_service and
+//! api_service as child processes on free local ports, a fresh database, a unique queue name.
+//!
+//! Every service logs (at `warn`) to a file in the run's work dir; when one dies or never gets
+//! ready, the error quotes the tail of its log.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+
+use crate::db::{Backend, BenchDb};
+use crate::memory::{ServiceMemory, kib_to_mib, status_kib};
+
+/// How quote requests travel from api_service to quote_service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Amqp,
+    Http,
+}
+
+impl Transport {
+    fn as_env(self) -> &'static str {
+        match self {
+            Transport::Amqp => "amqp",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Where the release binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    pub fn path(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} not found: build first (cargo build --release --workspace --bins) or pass --bin-dir",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+}
+
+/// The shape of one stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub backend: Backend,
+    pub transport: Transport,
+    /// quote_service `CACHE_TTL`; `None` keeps its default.
+    pub cache_ttl: Option<String>,
+    pub pg_base: String,
+    pub amqp_url: String,
+}
+
+/// A child process of the stack.
+pub struct Service {
+    pub name: &'static str,
+    pub pid: u32,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    pub(crate) fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        work_dir: &Path,
+    ) -> Result<Self> {
+        let log = work_dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self {
+            name,
+            pid,
+            child,
+            log,
+        })
+    }
+
+    /// Fails (quoting the log) if the process has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); last log lines:\n{}",
+                self.name,
+                log_tail(&self.log)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        kib_to_mib(status_kib(self.pid, "VmRSS").unwrap_or(0))
+    }
+
+    pub fn hwm_mb(&self) -> f64 {
+        kib_to_mib(status_kib(self.pid, "VmHWM").unwrap_or(0))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within a few seconds.
+    pub(crate) async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A port the OS just handed out (tiny race until the service binds it; fine locally).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A user created for the run, with a token from a real login.
+#[derive(Debug, Clone)]
+pub struct BenchUser {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub struct Stack {
+    pub fake: Service,
+    pub quote: Service,
+    pub api: Service,
+    pub api_url: String,
+    pub fake_url: String,
+    pub queue: String,
+    pub db: BenchDb,
+    pub http: reqwest::Client,
+    /// VmRSS of (fake, quote, api) once started and idle, before any load.
+    idle_rss_mb: [f64; 3],
+    options: StackOptions,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Stack {
+    pub async fn start(bins: &Binaries, options: StackOptions, work_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(work_dir)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let db = BenchDb::create(options.backend, &options.pg_base, work_dir).await?;
+        let queue = format!("bench.quotes.{}", uuid::Uuid::new_v4().simple());
+        let (fake_port, quote_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let fake_url = format!("http://127.0.0.1:{fake_port}");
+        let quote_url = format!("http://127.0.0.1:{quote_port}");
+        let api_url = format!("http://127.0.0.1:{api_port}");
+        let log = ("RUST_LOG", "warn".to_owned());
+
+        let mut fake = Service::spawn(
+            "fake_stooq",
+            &bins.path("fake_stooq")?,
+            &["--addr", &format!("127.0.0.1:{fake_port}")],
+            std::slice::from_ref(&log),
+            work_dir,
+        )?;
+        wait_ready(&http, &format!("{fake_url}/fake/stats"), &mut fake).await?;
+
+        let mut env = vec![
+            log.clone(),
+            ("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
+            ("AMQP_URL", options.amqp_url.clone()),
+            ("QUOTE_QUEUE", queue.clone()),
+            ("QUOTE_HTTP_ADDR", format!("127.0.0.1:{quote_port}")),
+            ("STOOQ_URL", fake_url.clone()),
+        ];
+        if let Some(ttl) = &options.cache_ttl {
+            env.push(("CACHE_TTL", ttl.clone()));
+        }
+        let mut quote = Service::spawn(
+            "quote_service",
+            &bins.path("quote_service")?,
+            &[],
+            &env,
+            work_dir,
+        )?;
+        wait_ready(&http, &format!("{quote_url}/readyz"), &mut quote).await?;
+
+        let jwt_secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let api_env = vec![
+            log,
+            ("API_ADDR", format!("127.0.0.1:{api_port}")),
+            ("DATABASE_URL", db.url.clone()),
+            ("JWT_SECRET", jwt_secret),
+            ("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
+            ("QUOTE_SERVICE_URL", quote_url),
+            ("AMQP_URL", options.amqp_url.clone()),
+            ("QUOTE_QUEUE", queue.clone()),
+        ];
+        let api_bin = bins.path("api_service")?;
+        let migrated = Command::new(&api_bin)
+            .arg("migrate")
+            .envs(api_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        if !migrated.status.success() {
+            bail!(
+                "api_service migrate failed: {}",
+                String::from_utf8_lossy(&migrated.stderr)
+            );
+        }
+        let mut api = Service::spawn("api_service", &api_bin, &["serve"], &api_env, work_dir)?;
+        wait_ready(&http, &format!("{api_url}/readyz"), &mut api).await?;
+
+        // Let start-up allocations settle before calling the footprint "idle".
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle_rss_mb = [fake.rss_mb(), quote.rss_mb(), api.rss_mb()];
+        Ok(Self {
+            fake,
+            quote,
+            api,
+            api_url,
+            fake_url,
+            queue,
+            db,
+            http,
+            idle_rss_mb,
+            options,
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.fake.pid, self.quote.pid, self.api.pid]
+    }
+
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.fake.ensure_running()?;
+        self.quote.ensure_running()?;
+        self.api.ensure_running()
+    }
+
+    /// Memory of quote_service and api_service (the services under test; the fake is not
+    /// part of the product), given the sampled per-run peaks in the order of [`Self::pids`].
+    pub fn memory(&self, sampled_kib: &[u64]) -> Vec<(String, ServiceMemory)> {
+        [(1, &self.quote), (2, &self.api)]
+            .into_iter()
+            .map(|(i, svc)| {
+                (
+                    svc.name.to_owned(),
+                    ServiceMemory {
+                        idle_rss_mb: self.idle_rss_mb[i],
+                        sampled_peak_rss_mb: kib_to_mib(
+                            sampled_kib.get(i).copied().unwrap_or_default(),
+                        ),
+                        peak_rss_mb: svc.hwm_mb(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Creates `count` users named `{prefix}{n}` (role user, or admin) straight through
+    /// api_service's library, then logs each in over HTTP for a real token.
+    pub async fn create_users(
+        &self,
+        prefix: &str,
+        count: usize,
+        admin: bool,
+    ) -> Result<Vec<BenchUser>> {
+        use api_service::store::Role;
+        let store = api_service::store::connect(&self.db.url, 2).await?;
+        let role = if admin { Role::Admin } else { Role::User };
+        let mut created = Vec::with_capacity(count);
+        for n in 0..count {
+            let username = format!("{prefix}{n:02}");
+            let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+            let user = api_service::users::create_user(
+                store.as_ref(),
+                &username,
+                &SecretString::from(password.clone()),
+                role,
+            )
+            .await
+            .with_context(|| format!("creating user {username}"))?;
+            created.push((user.id, username, password));
+        }
+        store.close().await;
+        let mut users = Vec::with_capacity(count);
+        for (id, username, password) in created {
+            let token = self.login(&username, &password).await?;
+            users.push(BenchUser {
+                id,
+                username,
+                password,
+                token,
+            });
+        }
+        Ok(users)
+    }
+
+    async fn login(&self, username: &str, password: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/login", self.api_url))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!(
+                "login as {username} failed: {status} {}",
+                resp.text().await?
+            );
+        }
+        Ok(resp.json::<Token>().await?.token)
+    }
+
+    /// Total upstream HTTP requests the fake has answered (`hits` in `/fake/stats`) and the
+    /// total symbols they asked for.
+    pub async fn upstream_counters(&self) -> Result<(u64, u64)> {
+        let stats: serde_json::Value = self
+            .http
+            .get(format!("{}/fake/stats", self.fake_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let field = |name: &str| stats.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok((field("hits"), field("symbols_requested")))
+    }
+
+    /// Stops the services, drops the database and deletes the queue.
+    pub async fn stop(self) {
+        self.api.stop().await;
+        self.quote.stop().await;
+        self.fake.stop().await;
+        self.db.close().await;
+        if let Err(err) = crate::echo::delete_queue(&self.options.amqp_url, &self.queue).await {
+            eprintln!("bench: could not delete queue {}: {err:#}", self.queue);
+        }
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, service: &mut Service) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        service.ensure_running()?;
+        if let Ok(resp) = http.get(url).send().await
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!(
+                "{} not ready at {url} after {READY_TIMEOUT:?}; last log lines:\n{}",
+                service.name,
+                log_tail(&service.log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
