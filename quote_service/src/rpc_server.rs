@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -172,6 +172,14 @@ pub async fn handle_delivery(ctx: &RpcContext, channel: &Channel, delivery: Deli
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not publish the reply; the request will be redelivered");
+                        // Usually the channel is gone and the broker requeues by itself; if it
+                        // is not, give the message back now rather than pin a prefetch slot.
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..BasicNackOptions::default()
+                            })
+                            .await;
                         RpcOutcome::PublishFailed
                     }
                 }

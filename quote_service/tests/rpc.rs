@@ -1,0 +1,506 @@
+//! The RPC path: the single-message function directly, then end to end through the local
+//! RabbitMQ (skipped outside CI when the broker is unreachable).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RpcClient, TestApp};
+use fake_stooq::FakeStooq;
+use lapin::BasicProperties;
+use quote_service::rpc_server::answer;
+use shared::{ErrorCode, QuoteReply, QuoteRequest, QuoteResult, contract::now_ms};
+
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
+fn code(reply: &QuoteReply) -> Option<ErrorCode> {
+    match &reply.result {
+        QuoteResult::Ok { .. } => None,
+        QuoteResult::Error { error } => Some(error.code),
+    }
+}
+
+fn request(symbol: &str) -> QuoteRequest {
+    QuoteRequest::new(symbol, Some("req-1".into()), Duration::from_secs(5))
+}
+
+// --- the single-message function, no broker -------------------------------------------
+
+#[tokio::test]
+async fn answer_gives_the_quote_for_a_valid_request() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    let body = serde_json::to_vec(&request("aapl.us")).unwrap();
+
+    let reply = answer(&service, &body).await.unwrap();
+
+    assert_eq!(reply.into_result().unwrap().symbol, "AAPL.US");
+}
+
+#[tokio::test]
+async fn answer_reports_bad_json_as_an_error_reply() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer(&service, b"{not json").await.unwrap();
+
+    assert_eq!(code(&reply), Some(ErrorCode::Internal));
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn answer_reports_an_unknown_contract_version() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    let mut req = request("aapl.us");
+    req.v = 99;
+
+    let reply = answer(&service, &serde_json::to_vec(&req).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(code(&reply), Some(ErrorCode::Internal));
+    assert!(reply.into_result().unwrap_err().message.contains("version"));
+}
+
+#[tokio::test]
+async fn answer_rejects_an_invalid_symbol_without_fetching() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer(&service, &serde_json::to_vec(&request("a b")).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(code(&reply), Some(ErrorCode::InvalidSymbol));
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn answer_drops_an_expired_request_without_fetching() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    let mut req = request("aapl.us");
+    req.deadline_ms = now_ms() - 1;
+
+    let reply = answer(&service, &serde_json::to_vec(&req).unwrap()).await;
+
+    assert!(reply.is_none());
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn answer_survives_arbitrary_bytes() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    for body in [
+        &b""[..],
+        b"\xff\xfe",
+        b"null",
+        b"[]",
+        br#"{"v":1}"#,
+        br#"{"v":1,"symbol":7,"deadline_ms":1}"#,
+    ] {
+        let reply = answer(&service, body).await;
+
+        assert!(reply.is_some_and(|r| code(&r).is_some()), "{body:?}");
+    }
+}
+
+// --- end to end through RabbitMQ -------------------------------------------------------
+
+/// Starts an AMQP app against `fake` and waits until it consumes; `None` = skipped.
+async fn amqp_app(fake: &FakeStooq) -> Option<TestApp> {
+    if !common::rabbitmq_available().await {
+        return None;
+    }
+    let app = TestApp::spawn(common::amqp_settings(fake, |_| {})).await;
+    assert!(
+        app.wait_ready(true, Duration::from_secs(10)).await,
+        "worker never started consuming: {:?}",
+        app.readiness.reason()
+    );
+    Some(app)
+}
+
+#[tokio::test]
+async fn rpc_request_gets_a_reply_with_its_correlation_id() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+
+    client.send(&app.queue, &request("aapl.us"), "corr-1").await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+
+    assert_eq!(received.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(received.content_type.as_deref(), Some("application/json"));
+    assert_eq!(received.reply.into_result().unwrap().close, 183.05);
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_reply_reaches_a_direct_reply_to_caller() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+    use lapin::types::FieldTable;
+
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let client = RpcClient::connect().await;
+    let mut replies = client
+        .channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    client
+        .channel
+        .basic_publish(
+            "".into(),
+            app.queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&request("msft.us")).unwrap(),
+            BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id("direct-1".into()),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(REPLY_WAIT, replies.next())
+        .await
+        .expect("a reply in time")
+        .unwrap()
+        .unwrap();
+
+    let reply: QuoteReply = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(reply.into_result().unwrap().symbol, "MSFT.US");
+    assert_eq!(
+        delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "direct-1"
+    );
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_malformed_message_gets_an_error_reply() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+
+    client
+        .publish_raw(&app.queue, b"this is not json", client.props("bad-1"))
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+
+    assert_eq!(received.correlation_id.as_deref(), Some("bad-1"));
+    assert_eq!(code(&received.reply), Some(ErrorCode::Internal));
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_invalid_symbol_gets_an_invalid_symbol_reply() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+
+    client
+        .send(&app.queue, &request("drop;table"), "inv-1")
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+
+    assert_eq!(code(&received.reply), Some(ErrorCode::InvalidSymbol));
+    assert_eq!(fake.hits(), 0);
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_message_without_reply_to_is_rejected_and_the_worker_keeps_serving() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+    let body = serde_json::to_vec(&request("aapl.us")).unwrap();
+
+    client
+        .publish_raw(&app.queue, &body, BasicProperties::default())
+        .await;
+    client
+        .send(&app.queue, &request("msft.us"), "after-1")
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+
+    assert_eq!(received.correlation_id.as_deref(), Some("after-1"));
+    assert_eq!(received.reply.into_result().unwrap().symbol, "MSFT.US");
+    assert_eq!(
+        client.ready_count(&app.queue).await,
+        0,
+        "rejected, not requeued"
+    );
+    assert_eq!(fake.symbol_hits("aapl.us"), 0);
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_expired_request_is_dropped_without_an_upstream_hit() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+    let mut expired = request("aapl.us");
+    expired.deadline_ms = now_ms() - 1;
+
+    client.send(&app.queue, &expired, "late-1").await;
+    client
+        .send(&app.queue, &request("msft.us"), "fresh-1")
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+    let another = client.next_reply(Duration::from_millis(300)).await;
+
+    assert_eq!(received.correlation_id.as_deref(), Some("fresh-1"));
+    assert!(
+        another.is_none(),
+        "the expired request got a reply: {another:?}"
+    );
+    assert_eq!(fake.symbol_hits("aapl.us"), 0);
+    assert_eq!(
+        client.ready_count(&app.queue).await,
+        0,
+        "acked, not requeued"
+    );
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_request_id_header_is_accepted() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+    let body =
+        serde_json::to_vec(&QuoteRequest::new("aapl.us", None, Duration::from_secs(5))).unwrap();
+
+    client
+        .publish_raw(
+            &app.queue,
+            &body,
+            client.props_with_request_id("rid-1", "req-77"),
+        )
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await.expect("a reply");
+
+    assert_eq!(received.correlation_id.as_deref(), Some("rid-1"));
+    assert!(received.reply.into_result().is_ok());
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_requests_are_handled_concurrently() {
+    let fake = FakeStooq::start().await;
+    fake.set_latency(Duration::from_millis(300));
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+    let started = tokio::time::Instant::now();
+
+    for i in 0..20 {
+        client
+            .send(&app.queue, &request(&format!("c{i}.us")), &format!("c-{i}"))
+            .await;
+    }
+    let mut got = 0;
+    while client.next_reply(REPLY_WAIT).await.is_some() {
+        got += 1;
+        if got == 20 {
+            break;
+        }
+    }
+
+    assert_eq!(got, 20);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn rpc_metrics_count_messages_by_outcome() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let mut client = RpcClient::connect().await;
+
+    client.send(&app.queue, &request("aapl.us"), "m-1").await;
+    client.next_reply(REPLY_WAIT).await.expect("a reply");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"quote_rpc_messages_total{outcome="ok"} 1"#),
+        "{text}"
+    );
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn readyz_is_200_while_consuming() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+
+    let response = app.get("/readyz").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    let client = RpcClient::connect().await;
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn stopped_worker_leaves_new_requests_in_the_queue() {
+    let fake = FakeStooq::start().await;
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let queue = app.queue.clone();
+    let readiness = app.readiness.clone();
+    let client = RpcClient::connect().await;
+
+    app.stop().await;
+    client.send(&queue, &request("aapl.us"), "orphan-1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert!(!readiness.is_ready());
+    assert_eq!(client.ready_count(&queue).await, 1);
+    assert_eq!(fake.hits(), 0);
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let fake = FakeStooq::start().await;
+    fake.set_latency(Duration::from_millis(500));
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let queue = app.queue.clone();
+    let mut client = RpcClient::connect().await;
+
+    client.send(&queue, &request("aapl.us"), "inflight-1").await;
+    tokio::time::sleep(Duration::from_millis(150)).await; // picked up, fetch under way
+    app.stop().await;
+    let received = client.next_reply(REPLY_WAIT).await;
+
+    let received = received.expect("the in-flight request was answered before exit");
+    assert_eq!(received.correlation_id.as_deref(), Some("inflight-1"));
+    assert_eq!(client.ready_count(&queue).await, 0);
+    client.delete_queue(&queue).await;
+}
+
+#[tokio::test]
+async fn reply_to_a_vanished_direct_reply_to_caller_does_not_break_the_worker() {
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+    use lapin::types::FieldTable;
+
+    let fake = FakeStooq::start().await;
+    fake.set_latency(Duration::from_millis(300));
+    let Some(app) = amqp_app(&fake).await else {
+        return;
+    };
+    let gone = RpcClient::connect().await;
+    let _replies = gone
+        .channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    gone.channel
+        .basic_publish(
+            "".into(),
+            app.queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&request("aapl.us")).unwrap(),
+            BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id("gone-1".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    gone.connection.close(200, "bye".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await; // the worker replies into the void
+    let mut client = RpcClient::connect().await;
+
+    client
+        .send(&app.queue, &request("msft.us"), "still-1")
+        .await;
+    let received = client.next_reply(REPLY_WAIT).await;
+
+    assert_eq!(
+        received
+            .expect("worker still serving")
+            .correlation_id
+            .as_deref(),
+        Some("still-1")
+    );
+    assert!(app.readiness.is_ready());
+    let queue = app.queue.clone();
+    app.stop().await;
+    client.delete_queue(&queue).await;
+}
