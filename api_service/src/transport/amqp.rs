@@ -71,6 +71,9 @@ enum QueueState {
 
 struct Shared {
     config: AmqpConfig,
+    /// Shown in the broker's connection list; unique per transport so operators (and the
+    /// reconnection test) can tell instances apart.
+    connection_name: String,
     link: RwLock<Option<Arc<Link>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     consumers: AtomicU32,
@@ -91,6 +94,10 @@ impl AmqpTransport {
     pub async fn start(config: AmqpConfig) -> Self {
         let shared = Arc::new(Shared {
             config,
+            connection_name: format!(
+                "api_service {}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
             link: RwLock::new(None),
             pending: Mutex::new(HashMap::new()),
             consumers: AtomicU32::new(0),
@@ -115,6 +122,10 @@ impl AmqpTransport {
     /// Waiting calls (for tests: entries must not leak after timeouts).
     pub fn pending_calls(&self) -> usize {
         lock(&self.shared.pending).len()
+    }
+
+    pub fn connection_name(&self) -> &str {
+        &self.shared.connection_name
     }
 
     pub fn is_connected(&self) -> bool {
@@ -277,7 +288,8 @@ async fn supervise(shared: Arc<Shared>, first_attempt: oneshot::Sender<()>) {
 async fn connect(shared: &Arc<Shared>) -> lapin::Result<(Arc<Link>, Channel, JoinHandle<()>)> {
     let connection = Connection::connect(
         &shared.config.url,
-        ConnectionProperties::default().with_connection_name("api_service".into()),
+        ConnectionProperties::default()
+            .with_connection_name(shared.connection_name.as_str().into()),
     )
     .await?;
     let rpc = connection.create_channel().await?;
@@ -367,7 +379,7 @@ async fn watch(
         }
         tokio::select! {
             _ = shared.shutdown.cancelled() => return "shutting down".into(),
-            _ = &mut replies => return "reply consumer stopped".into(),
+            _ = &mut replies => return "the broker closed the RPC channel or connection".into(),
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     }

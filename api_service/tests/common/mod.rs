@@ -1,0 +1,233 @@
+//! Test peers shared by the integration tests: broker access with the skip rule, and a tiny
+//! responder playing the quote service on a uniquely named queue.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use shared::{ErrorCode, Quote, QuoteReply, QuoteRequest, Symbol};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| URL.to_owned())
+}
+
+/// Connects, or decides the test must be skipped (outside CI).
+pub async fn broker() -> Option<Connection> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&amqp_url(), ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => Some(conn),
+        other => {
+            let reason = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            if shared::config::running_in_ci() {
+                panic!("RabbitMQ is required in CI but unreachable: {reason}");
+            }
+            eprintln!("SKIPPED: RabbitMQ unreachable at {}: {reason}", amqp_url());
+            None
+        }
+    }
+}
+
+pub fn unique_queue() -> String {
+    format!("test.api.quotes.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Declares the queue like the quote service would (durable-ish; expires when unused so a
+/// crashed test leaves nothing behind).
+pub async fn declare(conn: &Connection, queue: &str) {
+    let channel = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongUInt(120_000));
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+}
+
+pub async fn delete(conn: &Connection, queue: &str) {
+    if let Ok(channel) = conn.create_channel().await {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Mode {
+    /// Replies with a quote whose close is the number in the symbol (`s42` → 42.0) after a
+    /// per-message delay, so replies arrive out of order.
+    Echo { max_delay_ms: u64 },
+    /// Echoes after a fixed delay.
+    Slow { delay_ms: u64 },
+    /// Replies `not_found` for every symbol.
+    NotFound,
+    /// Consumes and never replies.
+    Silent,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub messages: AtomicUsize,
+    pub request_ids: Mutex<Vec<String>>,
+    pub expirations: Mutex<HashSet<String>>,
+    pub deadlines_ok: AtomicUsize,
+}
+
+pub struct Responder {
+    conn: Connection,
+    pub seen: Arc<Seen>,
+}
+
+impl Responder {
+    pub async fn start(queue: &str, mode: Mode) -> Responder {
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        declare(&conn, queue).await;
+        let channel = conn.create_channel().await.unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let seen = Arc::new(Seen::default());
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                seen2.messages.fetch_add(1, Ordering::SeqCst);
+                let props = delivery.properties.clone();
+                if let Some(AMQPValue::LongString(id)) = props
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get(shared::REQUEST_ID_HEADER))
+                {
+                    seen2.request_ids.lock().unwrap().push(id.to_string());
+                }
+                if let Some(exp) = props.expiration() {
+                    seen2.expirations.lock().unwrap().insert(exp.to_string());
+                }
+                let request: QuoteRequest = serde_json::from_slice(&delivery.data).unwrap();
+                if request.remaining().is_some() {
+                    seen2.deadlines_ok.fetch_add(1, Ordering::SeqCst);
+                }
+                let reply = match mode {
+                    Mode::Silent => continue,
+                    Mode::NotFound => QuoteReply::error(ErrorCode::NotFound, "no such symbol"),
+                    Mode::Echo { .. } | Mode::Slow { .. } => {
+                        QuoteReply::ok(quote_for(&request.symbol))
+                    }
+                };
+                let delay = match mode {
+                    Mode::Echo { max_delay_ms } if max_delay_ms > 0 => {
+                        Duration::from_millis(rand_delay(&request.symbol, max_delay_ms))
+                    }
+                    Mode::Slow { delay_ms } => Duration::from_millis(delay_ms),
+                    _ => Duration::ZERO,
+                };
+                let channel = channel.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let reply_to = props.reply_to().clone().unwrap();
+                    let mut out = BasicProperties::default();
+                    if let Some(c) = props.correlation_id() {
+                        out = out.with_correlation_id(c.clone());
+                    }
+                    let _ = channel
+                        .basic_publish(
+                            "".into(),
+                            reply_to,
+                            BasicPublishOptions::default(),
+                            &serde_json::to_vec(&reply).unwrap(),
+                            out,
+                        )
+                        .await;
+                });
+            }
+        });
+        Responder { conn, seen }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+fn rand_delay(symbol: &str, max: u64) -> u64 {
+    let h = symbol
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    h % max
+}
+
+pub fn quote_for(symbol: &str) -> Quote {
+    let n: f64 = symbol
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+        .parse()
+        .unwrap_or(-1.0);
+    Quote {
+        symbol: symbol.to_uppercase(),
+        name: format!("NAME {symbol}"),
+        open: n,
+        high: n,
+        low: n,
+        close: n,
+        volume: None,
+        time: Utc.with_ymd_and_hms(2024, 5, 10, 20, 0, 9).unwrap(),
+        local_date: chrono::NaiveDate::from_ymd_opt(2024, 5, 10).unwrap(),
+        local_time: chrono::NaiveTime::from_hms_opt(22, 0, 9).unwrap(),
+    }
+}
+
+pub fn sym(s: &str) -> Symbol {
+    Symbol::parse(s).unwrap()
+}
+
+pub async fn wait_until(cond: impl Fn() -> bool, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn wait_until_async<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 5s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
