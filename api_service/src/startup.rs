@@ -87,20 +87,15 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// The shared state, e.g. for tests that create users or read metrics directly.
+    /// The shared state, e.g. for tests that create users, delete them with immediate effect
+    /// (`users::delete_user(state.store.as_ref(), Some(&state.users), name)`) or read
+    /// metrics. Clone it before `run_until_stopped`, which consumes the application.
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.state.store)
-    }
-
-    /// Deletes a user through this instance: their tokens stop working at once here (other
-    /// instances notice within `USER_CACHE_TTL`).
-    pub async fn delete_user(&self, username: &str) -> Result<bool, store::StoreError> {
-        crate::users::delete_user(self.state.store.as_ref(), Some(&self.state.users), username)
-            .await
     }
 
     /// Serves until the shutdown token is cancelled (or SIGTERM/Ctrl-C when signals are
