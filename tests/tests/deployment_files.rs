@@ -66,6 +66,9 @@ struct Binary {
     /// Source directory whose `.route("..")` calls define the program's HTTP paths.
     src_dir: &'static str,
     command: clap::Command,
+    /// The same command reading no environment: parsing a compose service's settings must
+    /// not depend on the variables of the process running this test.
+    parser: clap::Command,
     /// Every environment variable the program reads.
     env: BTreeSet<String>,
 }
@@ -83,6 +86,7 @@ impl Binary {
         Self {
             name,
             src_dir,
+            parser: without_env(command.clone()),
             command,
             env,
         }
@@ -126,13 +130,20 @@ impl Binary {
         self.env.iter().find(|v| v.ends_with("_ADDR")).cloned()
     }
 
-    /// Whether the program's router defines `path`.
+    /// Whether the program's router defines `path`: an axum `.route("/path", ..)`, or a
+    /// utoipa `#[utoipa::path(.., path = "/path")]` for routes registered through utoipa-axum.
     fn has_route(&self, path: &str) -> bool {
-        let needle = format!(".route(\"{path}\"");
+        let route = format!(".route(\"{path}\"");
+        let documented = format!("path = \"{path}\"");
         rust_sources(&repo_root().join(self.src_dir))
             .iter()
-            .any(|src| src.contains(&needle))
+            .any(|src| src.contains(&route) || src.contains(&documented))
     }
+}
+
+fn without_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| arg.env(None::<&'static str>))
+        .mut_subcommands(without_env)
 }
 
 fn collect_env(cmd: &clap::Command, out: &mut BTreeSet<String>) {
@@ -447,6 +458,8 @@ struct Service {
     build_target: Option<String>,
     command: Option<Vec<String>>,
     has_entrypoint: bool,
+    /// `user:`, overriding the image's USER.
+    user: Option<String>,
     /// Variables in order; `None` = passed through from the shell/.env (`NAME:` with no value).
     env: Vec<(String, Option<String>)>,
     healthcheck: Option<Vec<String>>,
@@ -511,6 +524,7 @@ impl Service {
             image: image.map(|i| i.split(':').next().unwrap_or_default().to_owned()),
             command,
             has_entrypoint: get(def, "entrypoint").is_some(),
+            user: get(def, "user").and_then(scalar),
             env,
             healthcheck,
             expose: string_list(get(def, "expose")),
@@ -571,8 +585,8 @@ fn entry_of(command: &[String], code: &Code) -> Result<Entry, String> {
             }
             if i == 0 || tokens[i - 1] != "exec" {
                 return Err(format!(
-                    "the script runs {token} without `exec`: the shell would stay PID 1's \
-                     child and SIGTERM would not reach {token}"
+                    "the script runs {token} without `exec`: the shell would stay in between \
+                     and the SIGTERM of `docker stop` would not reach {token}"
                 ));
             }
             let args = tokens[i + 1..]
@@ -1073,7 +1087,7 @@ impl Deployment {
                     }
                 }
                 argv.extend(args);
-                if let Err(e) = binary.command.clone().try_get_matches_from(&argv) {
+                if let Err(e) = binary.parser.clone().try_get_matches_from(&argv) {
                     problems.push(format!(
                         "{}: service {}: {name} rejects its command or settings ({}):\n{}",
                         file.file,
@@ -1401,8 +1415,8 @@ impl Deployment {
                 let Some(binary) = code.binary(binary) else {
                     continue;
                 };
-                for arg in test {
-                    let Some(rest) = arg.strip_prefix("http://") else {
+                for word in test.iter().flat_map(|a| a.split_whitespace()) {
+                    let Some(rest) = word.strip_prefix("http://") else {
                         continue;
                     };
                     let path = rest.find('/').map_or("/", |i| &rest[i..]);
@@ -1447,30 +1461,35 @@ impl Deployment {
                     ));
                     continue;
                 };
-                match image.user.as_deref() {
-                    None | Some("root" | "0" | "root:root" | "0:0") => problems.push(format!(
-                        "{at}: the {target:?} image runs as root (add a USER)"
-                    )),
-                    Some(_) => {}
+                let user = service.user.as_ref().or(image.user.as_ref());
+                if user.is_none_or(|u| {
+                    u == "root" || u == "0" || u.starts_with("root:") || u.starts_with("0:")
+                }) {
+                    problems.push(format!(
+                        "{at}: runs as root (the {target:?} image needs a USER, and compose \
+                         must not override it with `user:`)"
+                    ));
                 }
-                match &entry {
-                    Some((name, _)) if !image.binaries.contains(name) => {
-                        problems.push(format!(
-                            "{at}: runs {name}, which the {target:?} image does not contain \
-                             (it has {:?})",
-                            image.binaries
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        if !image.base_image.starts_with("debian:") {
-                            problems.push(format!(
-                                "{at}: runs a shell script, but the image is based on {} \
-                                 (only debian images are known to have sh and coreutils)",
-                                image.base_image
-                            ));
-                        }
-                    }
+                let uses_shell = service
+                    .command
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .is_some_and(|p| p == "sh");
+                if uses_shell && !image.base_image.starts_with("debian:") {
+                    problems.push(format!(
+                        "{at}: runs `sh`, but the image is based on {} (only debian images \
+                         are known here to have sh and coreutils)",
+                        image.base_image
+                    ));
+                }
+                if let Some((name, _)) = &entry
+                    && !image.binaries.contains(name)
+                {
+                    problems.push(format!(
+                        "{at}: runs {name}, which the {target:?} image does not contain \
+                         (it has {:?})",
+                        image.binaries
+                    ));
                 }
                 if let Some(cmd) = &image.cmd {
                     match entry_of(cmd, code) {
@@ -1478,7 +1497,7 @@ impl Deployment {
                             let argv: Vec<String> =
                                 std::iter::once(name.clone()).chain(args).collect();
                             let ok = code.binary(&name).is_some_and(|b| {
-                                b.command.clone().try_get_matches_from(&argv).is_ok()
+                                b.parser.clone().try_get_matches_from(&argv).is_ok()
                             });
                             if !ok || !image.binaries.contains(&name) {
                                 problems.push(format!(
@@ -2049,6 +2068,18 @@ fn reports_a_binary_the_image_does_not_build() {
     );
     let root = base.mutate("Dockerfile", "USER app:app", "USER root");
     assert_reported(&root, &["runs as root"]);
+    let root_override = base.mutate(
+        "docker-compose.yml",
+        "    restart: \"no\"\n    command:\n      - sh",
+        "    restart: \"no\"\n    user: root\n    command:\n      - sh",
+    );
+    assert_reported(&root_override, &["service init-secrets: runs as root"]);
+    let no_shell = base.mutate(
+        "Dockerfile",
+        "FROM debian:${DEBIAN_RELEASE}-slim AS base",
+        "FROM gcr.io/distroless/cc AS base",
+    );
+    assert_reported(&no_shell, &["service api_service: runs `sh`"]);
     let no_chown = base.mutate(
         "Dockerfile",
         "chown app:app /data /run/quote-secrets",
