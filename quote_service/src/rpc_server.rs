@@ -129,9 +129,14 @@ pub async fn handle_delivery(ctx: &RpcContext, channel: &Channel, delivery: Deli
     let started = Instant::now();
     let span = Span::current();
     let props = &delivery.properties;
-    if let Some(id) = header_request_id(props) {
-        span.record("request_id", id);
-    }
+    // The header wins; the JSON `request_id` is recorded only when the header is absent.
+    let json_id_span = match header_request_id(props) {
+        Some(id) => {
+            span.record("request_id", id);
+            Span::none()
+        }
+        None => span.clone(),
+    };
     if let Some(cid) = props.correlation_id() {
         span.record("correlation_id", cid.as_str());
     }
@@ -141,7 +146,7 @@ pub async fn handle_delivery(ctx: &RpcContext, channel: &Channel, delivery: Deli
             reject(&delivery).await;
             RpcOutcome::Rejected
         }
-        Some(reply_to) => match decide(&ctx.service, &delivery.data, &span).await {
+        Some(reply_to) => match decide(&ctx.service, &delivery.data, &json_id_span).await {
             Verdict::Expired => {
                 tracing::info!("request's deadline passed before it was picked up; dropped");
                 ack(&delivery).await;
