@@ -79,7 +79,8 @@ pub struct Settings {
     #[arg(long, env = "NOT_FOUND_CACHE_TTL", default_value = "3s", value_parser = parse_duration)]
     pub not_found_cache_ttl: Duration,
 
-    /// Most symbols kept in the cache; beyond it expired entries, then the oldest, are evicted.
+    /// Most symbols kept in the cache; when full, expired entries go first, then arbitrary
+    /// cached ones (down to 90%). Requests in flight are never evicted.
     #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 100_000)]
     pub cache_max_entries: usize,
 
