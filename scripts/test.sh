@@ -9,10 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
 
-if cargo nextest --version >/dev/null 2>&1; then
-    CI=${CI:-} cargo nextest run --workspace --no-fail-fast "$@"
-else
-    echo "cargo-nextest is not installed (cargo install cargo-nextest --locked);" \
-        "falling back to cargo test" >&2
-    CI=${CI:-} cargo test --workspace --no-fail-fast "$@"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "--- installing cargo-nextest (once)"
+    cargo install cargo-nextest --locked
 fi
+CI=${CI:-} cargo nextest run --workspace --no-fail-fast "$@"
