@@ -91,6 +91,9 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         history_rows: settings.history_rows.max(1),
         stats_symbols: settings.stats_symbols.max(1),
         login_connections: settings.login_connections,
+        latency_connections: settings.latency_connections.max(1),
+        api_env: settings.api_env.clone(),
+        quote_env: settings.quote_env.clone(),
     };
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("creating {}", cfg.work_dir.display()))?;

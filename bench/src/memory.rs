@@ -33,11 +33,40 @@ pub fn kib_to_mib(kib: u64) -> f64 {
 pub struct ServiceMemory {
     /// VmRSS after start-up, before any load.
     pub idle_rss_mb: f64,
+    /// VmRSS just before the measured runs: after users logged in, seeding and warm-up.
+    pub before_runs_rss_mb: f64,
     /// Highest VmRSS sampled during the measured runs.
     pub sampled_peak_rss_mb: f64,
     /// VmHWM when the scenario ended: the true peak since the process started (includes
     /// warm-up and seeding).
     pub peak_rss_mb: f64,
+}
+
+/// VmRSS of the stack's processes around the measured runs (KiB, in the order of the pids).
+#[derive(Debug, Clone, Default)]
+pub struct RssFigures {
+    pub before_runs: Vec<u64>,
+    pub peak: Vec<u64>,
+}
+
+impl RssFigures {
+    pub fn before_runs(pids: &[u32]) -> Self {
+        let before_runs: Vec<u64> = pids
+            .iter()
+            .map(|pid| status_kib(*pid, "VmRSS").unwrap_or(0))
+            .collect();
+        Self {
+            peak: before_runs.clone(),
+            before_runs,
+        }
+    }
+
+    /// Folds in one run's sampled maxima.
+    pub fn add_run(&mut self, maxima: &[u64]) {
+        for (p, m) in self.peak.iter_mut().zip(maxima) {
+            *p = (*p).max(*m);
+        }
+    }
 }
 
 /// Samples VmRSS of some processes every `period` until stopped; returns each one's maximum.

@@ -273,15 +273,20 @@ pub fn table(reports: &[ScenarioReport], targets: &[Target]) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<17} {:<14} {:>9} {:>12} {:>10}",
-        "memory (MB)", "service", "idle RSS", "run peak RSS", "VmHWM"
+        "\n{:<17} {:<14} {:>9} {:>12} {:>12} {:>10}",
+        "memory (MB)", "service", "idle RSS", "before runs", "run peak RSS", "VmHWM"
     );
     for r in reports {
         for (service, m) in &r.memory {
             let _ = writeln!(
                 s,
-                "{:<17} {:<14} {:>9.1} {:>12.1} {:>10.1}",
-                r.name, service, m.idle_rss_mb, m.sampled_peak_rss_mb, m.peak_rss_mb
+                "{:<17} {:<14} {:>9.1} {:>12.1} {:>12.1} {:>10.1}",
+                r.name,
+                service,
+                m.idle_rss_mb,
+                m.before_runs_rss_mb,
+                m.sampled_peak_rss_mb,
+                m.peak_rss_mb
             );
         }
     }

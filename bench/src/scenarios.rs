@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::db::Backend;
 use crate::echo::EchoResult;
-use crate::memory::{RssSampler, ServiceMemory};
+use crate::memory::{RssFigures, RssSampler, ServiceMemory};
 use crate::stack::{BenchUser, Binaries, Service, Stack, StackOptions, Transport};
 use crate::stats::median;
 use crate::wrk::{self, Load, Plan, WrkResult};
@@ -71,6 +71,10 @@ pub struct Config {
     pub history_rows: usize,
     pub stats_symbols: usize,
     pub login_connections: usize,
+    /// Connections of the latency runs of history and stats (see [`Scenario::History`]).
+    pub latency_connections: usize,
+    pub api_env: Vec<(String, String)>,
+    pub quote_env: Vec<(String, String)>,
 }
 
 /// One measured run.
@@ -220,7 +224,7 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
         }
         Scenario::StockCold => stock_cold(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::History => history(cfg, &work_dir).await,
-        Scenario::Stats => stats(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::Stats => stats(cfg, &work_dir).await,
         Scenario::Login => login(cfg, &work_dir).await.map(|r| vec![r]),
     }
 }
@@ -228,7 +232,7 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
 async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
     let bin = cfg.bins.path("rpc_echo")?;
     let queue = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
-    let amqp = ("AMQP_URL", cfg.amqp_url.clone());
+    let amqp = ("AMQP_URL".to_owned(), cfg.amqp_url.clone());
     let mut server = Service::spawn(
         "rpc_echo",
         &bin,
@@ -324,6 +328,8 @@ fn stack_options(cfg: &Config, backend: Backend, transport: Transport) -> StackO
         cache_ttl: None,
         pg_base: cfg.pg_base.clone(),
         amqp_url: cfg.amqp_url.clone(),
+        api_env: cfg.api_env.clone(),
+        quote_env: cfg.quote_env.clone(),
     }
 }
 
@@ -348,7 +354,7 @@ async fn stock_runs(
     name: &str,
     plan: &Plan,
     work_dir: &std::path::Path,
-) -> Result<(Vec<RunFigures>, Vec<u64>, Vec<Check>)> {
+) -> Result<(Vec<RunFigures>, RssFigures, Vec<Check>)> {
     let timeout = Duration::from_secs(10);
     if !cfg.warmup.is_zero() {
         wrk::run(
@@ -360,7 +366,7 @@ async fn stock_runs(
         .await?;
     }
     let mut runs = Vec::new();
-    let mut peaks = vec![0u64; 3];
+    let mut peaks = RssFigures::before_runs(&stack.pids());
     let mut checks = Vec::new();
     for n in 1..=cfg.runs {
         stack.ensure_running()?;
@@ -374,9 +380,7 @@ async fn stock_runs(
             work_dir,
         )
         .await?;
-        for (p, s) in peaks.iter_mut().zip(sampler.finish().await) {
-            *p = (*p).max(s);
-        }
+        peaks.add_run(&sampler.finish().await);
         let rows_after = stack.db.settled_history_rows().await?;
         let (hits_after, symbols_after) = stack.upstream_counters().await?;
         let mut fig = RunFigures::from_wrk(&result);
@@ -548,7 +552,7 @@ async fn plain_runs(
     connections: usize,
     timeout: Duration,
     work_dir: &std::path::Path,
-) -> Result<(Vec<RunFigures>, Vec<u64>)> {
+) -> Result<(Vec<RunFigures>, RssFigures)> {
     if !cfg.warmup.is_zero() {
         wrk::run(
             &stack.api_url,
@@ -559,7 +563,7 @@ async fn plain_runs(
         .await?;
     }
     let mut runs = Vec::new();
-    let mut peaks = vec![0u64; 3];
+    let mut peaks = RssFigures::before_runs(&stack.pids());
     for n in 1..=cfg.runs {
         stack.ensure_running()?;
         let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
@@ -570,9 +574,7 @@ async fn plain_runs(
             work_dir,
         )
         .await?;
-        for (p, s) in peaks.iter_mut().zip(sampler.finish().await) {
-            *p = (*p).max(s);
-        }
+        peaks.add_run(&sampler.finish().await);
         let fig = RunFigures::from_wrk(&result);
         progress(
             name,
@@ -691,32 +693,22 @@ async fn history(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<Scenari
                 bodies: vec![],
             };
             let check = first_page_check(&stack, &target, &user.token).await?;
-            let (runs, peaks) = plain_runs(
-                cfg,
-                &mut stack,
-                name,
-                &plan,
-                cfg.connections,
-                Duration::from_secs(10),
-                work_dir,
-            )
-            .await?;
-            let mut report = ScenarioReport::new(
-                name,
-                &format!(
-                    "GET /users/history, {what}, one user with {} rows",
-                    cfg.history_rows
-                ),
-                cfg.connections,
-                runs,
+            reports.extend(
+                read_runs(
+                    cfg,
+                    &mut stack,
+                    name,
+                    &format!(
+                        "GET /users/history, {what}, one user with {} rows",
+                        cfg.history_rows
+                    ),
+                    &plan,
+                    vec![check],
+                    seeded,
+                    work_dir,
+                )
+                .await?,
             );
-            report.checks.push(check);
-            report.memory = stack.memory(&peaks).into_iter().collect();
-            report.extra.insert(
-                "seed_seconds".into(),
-                serde_json::json!(seeded.as_secs_f64()),
-            );
-            reports.push(report);
         }
         Ok::<_, anyhow::Error>(reports)
     }
@@ -748,7 +740,7 @@ async fn first_page_check(stack: &Stack, target: &str, token: &str) -> Result<Ch
     })
 }
 
-async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<ScenarioReport>> {
     let (mut stack, _user, admin, seeded) = seeded_stack(cfg, work_dir).await?;
     let outcome = async {
         let check = stats_check(&stack, &admin.token).await?;
@@ -758,36 +750,71 @@ async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
             tokens: vec![admin.token.clone()],
             bodies: vec![],
         };
-        let (runs, peaks) = plain_runs(
+        let reports = read_runs(
             cfg,
             &mut stack,
-            "stats",
-            &plan,
-            cfg.connections,
-            Duration::from_secs(10),
-            work_dir,
-        )
-        .await?;
-        let mut report = ScenarioReport::new(
             "stats",
             &format!(
                 "GET /stats (admin, top 5) over {} rows and {} symbols",
                 cfg.history_rows, cfg.stats_symbols
             ),
-            cfg.connections,
-            runs,
-        );
-        report.checks = check;
+            &plan,
+            check,
+            seeded,
+            work_dir,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(reports)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// A read scenario at two concurrencies: `latency_connections` (the row named `name`, judged
+/// against the p99 target: below saturation, so p99 shows service time rather than queueing)
+/// and `connections` (row `name@N`: throughput at saturation, where by Little's law the
+/// latency is mostly connections / throughput).
+#[allow(clippy::too_many_arguments)]
+async fn read_runs(
+    cfg: &Config,
+    stack: &mut Stack,
+    name: &str,
+    description: &str,
+    plan: &Plan,
+    checks: Vec<Check>,
+    seeded: Duration,
+    work_dir: &std::path::Path,
+) -> Result<Vec<ScenarioReport>> {
+    let mut levels = vec![cfg.latency_connections, cfg.connections];
+    levels.dedup();
+    let mut reports = Vec::new();
+    for (i, connections) in levels.into_iter().enumerate() {
+        let row = if i == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}@{connections}")
+        };
+        let (runs, peaks) = plain_runs(
+            cfg,
+            stack,
+            &row,
+            plan,
+            connections,
+            Duration::from_secs(10),
+            work_dir,
+        )
+        .await?;
+        let mut report = ScenarioReport::new(&row, description, connections, runs);
+        report.checks = checks.clone();
         report.memory = stack.memory(&peaks).into_iter().collect();
         report.extra.insert(
             "seed_seconds".into(),
             serde_json::json!(seeded.as_secs_f64()),
         );
-        Ok::<_, anyhow::Error>(report)
+        reports.push(report);
     }
-    .await;
-    stack.stop().await;
-    outcome
+    Ok(reports)
 }
 
 /// `/stats` agrees with a GROUP BY over the history rows, and the counters sum to the row

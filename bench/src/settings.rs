@@ -40,6 +40,19 @@ pub struct Settings {
     #[arg(long, env = "BENCH_LOGIN_CONNECTIONS", default_value_t = 200)]
     pub login_connections: usize,
 
+    /// Connections of the history and stats latency runs, judged against their p99 targets
+    /// (they also run at --connections for throughput; see BENCHMARKS.md).
+    #[arg(long, env = "BENCH_LATENCY_CONNECTIONS", default_value_t = 8)]
+    pub latency_connections: usize,
+
+    /// Extra KEY=VALUE environment for api_service (repeatable), e.g. allocator experiments.
+    #[arg(long = "api-env", value_parser = parse_key_value)]
+    pub api_env: Vec<(String, String)>,
+
+    /// Extra KEY=VALUE environment for quote_service (repeatable).
+    #[arg(long = "quote-env", value_parser = parse_key_value)]
+    pub quote_env: Vec<(String, String)>,
+
     /// wrk threads (the machine has 2 cores; more only adds contention).
     #[arg(long, env = "BENCH_WRK_THREADS", default_value_t = 2)]
     pub wrk_threads: usize,
@@ -97,4 +110,11 @@ pub struct Settings {
     /// Where service logs and generated wrk scripts go (one sub-directory per scenario).
     #[arg(long, env = "BENCH_WORK_DIR", default_value = "target/bench/work")]
     pub work_dir: PathBuf,
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{raw:?} is not KEY=VALUE")),
+    }
 }

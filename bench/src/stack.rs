@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::process::{Child, Command};
 
 use crate::db::{Backend, BenchDb};
-use crate::memory::{ServiceMemory, kib_to_mib, status_kib};
+use crate::memory::{RssFigures, ServiceMemory, kib_to_mib, status_kib};
 
 /// How quote requests travel from api_service to quote_service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -61,6 +61,10 @@ pub struct StackOptions {
     pub cache_ttl: Option<String>,
     pub pg_base: String,
     pub amqp_url: String,
+    /// Extra environment for api_service / quote_service (experiments such as allocator
+    /// tuning); applied last, so they override the harness's own settings.
+    pub api_env: Vec<(String, String)>,
+    pub quote_env: Vec<(String, String)>,
 }
 
 /// A child process of the stack.
@@ -76,7 +80,7 @@ impl Service {
         name: &'static str,
         bin: &Path,
         args: &[&str],
-        env: &[(&str, String)],
+        env: &[(String, String)],
         work_dir: &Path,
     ) -> Result<Self> {
         let log = work_dir.join(format!("{name}.log"));
@@ -84,7 +88,7 @@ impl Service {
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -186,7 +190,8 @@ impl Stack {
         let fake_url = format!("http://127.0.0.1:{fake_port}");
         let quote_url = format!("http://127.0.0.1:{quote_port}");
         let api_url = format!("http://127.0.0.1:{api_port}");
-        let log = ("RUST_LOG", "warn".to_owned());
+        let log = ("RUST_LOG".to_owned(), "warn".to_owned());
+        let kv = |k: &str, v: String| (k.to_owned(), v);
 
         let mut fake = Service::spawn(
             "fake_stooq",
@@ -199,15 +204,16 @@ impl Stack {
 
         let mut env = vec![
             log.clone(),
-            ("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
-            ("AMQP_URL", options.amqp_url.clone()),
-            ("QUOTE_QUEUE", queue.clone()),
-            ("QUOTE_HTTP_ADDR", format!("127.0.0.1:{quote_port}")),
-            ("STOOQ_URL", fake_url.clone()),
+            kv("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
+            kv("AMQP_URL", options.amqp_url.clone()),
+            kv("QUOTE_QUEUE", queue.clone()),
+            kv("QUOTE_HTTP_ADDR", format!("127.0.0.1:{quote_port}")),
+            kv("STOOQ_URL", fake_url.clone()),
         ];
         if let Some(ttl) = &options.cache_ttl {
-            env.push(("CACHE_TTL", ttl.clone()));
+            env.push(kv("CACHE_TTL", ttl.clone()));
         }
+        env.extend(options.quote_env.iter().cloned());
         let mut quote = Service::spawn(
             "quote_service",
             &bins.path("quote_service")?,
@@ -222,20 +228,21 @@ impl Stack {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let api_env = vec![
+        let mut api_env = vec![
             log,
-            ("API_ADDR", format!("127.0.0.1:{api_port}")),
-            ("DATABASE_URL", db.url.clone()),
-            ("JWT_SECRET", jwt_secret),
-            ("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
-            ("QUOTE_SERVICE_URL", quote_url),
-            ("AMQP_URL", options.amqp_url.clone()),
-            ("QUOTE_QUEUE", queue.clone()),
+            kv("API_ADDR", format!("127.0.0.1:{api_port}")),
+            kv("DATABASE_URL", db.url.clone()),
+            kv("JWT_SECRET", jwt_secret),
+            kv("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
+            kv("QUOTE_SERVICE_URL", quote_url),
+            kv("AMQP_URL", options.amqp_url.clone()),
+            kv("QUOTE_QUEUE", queue.clone()),
         ];
+        api_env.extend(options.api_env.iter().cloned());
         let api_bin = bins.path("api_service")?;
         let migrated = Command::new(&api_bin)
             .arg("migrate")
-            .envs(api_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(api_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .output()
             .await?;
@@ -276,8 +283,9 @@ impl Stack {
     }
 
     /// Memory of quote_service and api_service (the services under test; the fake is not
-    /// part of the product), given the sampled per-run peaks in the order of [`Self::pids`].
-    pub fn memory(&self, sampled_kib: &[u64]) -> Vec<(String, ServiceMemory)> {
+    /// part of the product), given what was sampled around the runs.
+    pub fn memory(&self, rss: &RssFigures) -> Vec<(String, ServiceMemory)> {
+        let mb = |v: &[u64], i: usize| kib_to_mib(v.get(i).copied().unwrap_or_default());
         [(1, &self.quote), (2, &self.api)]
             .into_iter()
             .map(|(i, svc)| {
@@ -285,9 +293,8 @@ impl Stack {
                     svc.name.to_owned(),
                     ServiceMemory {
                         idle_rss_mb: self.idle_rss_mb[i],
-                        sampled_peak_rss_mb: kib_to_mib(
-                            sampled_kib.get(i).copied().unwrap_or_default(),
-                        ),
+                        before_runs_rss_mb: mb(&rss.before_runs, i),
+                        sampled_peak_rss_mb: mb(&rss.peak, i),
                         peak_rss_mb: svc.hwm_mb(),
                     },
                 )

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// What to send. Request `n` of a thread uses token `n % tokens.len()` and target
-/// `(n / tokens.len()) % targets.len()`, so every user meets every target.
+/// What to send. Request `n` of a thread goes to target `n % targets.len()` with token
+/// `(n + n / targets.len()) % tokens.len()`, so consecutive requests hit different targets
+/// and every user meets every target.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub method: &'static str,
@@ -107,7 +108,8 @@ function setup(thread)
 end
 
 function init(args)
-  n = (tid or 1) * 7919
+  -- Threads start far apart in the rotation, so they do not ask for the same target at once.
+  n = math.floor(((tid or 1) - 1) * 0.6180339887 * #targets * math.max(#tokens, 1))
   sent = 0
   ok = 0
   non2xx = 0
@@ -119,11 +121,11 @@ function request()
   sent = sent + 1
   local headers = {{}}
   local target
+  -- The target changes on every request (so a cold set really misses); the token shifts
+  -- once per pass over the targets, so every user meets every target.
+  target = targets[(n % #targets) + 1]
   if #tokens > 0 then
-    headers["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
-    target = targets[(math.floor(n / #tokens) % #targets) + 1]
-  else
-    target = targets[(n % #targets) + 1]
+    headers["Authorization"] = "Bearer " .. tokens[((n + math.floor(n / #targets)) % #tokens) + 1]
   end
   local body = nil
   if #bodies > 0 then
