@@ -51,6 +51,14 @@ impl Metrics {
                 "quote_rpc_total",
                 "Quote requests to the quote service, by outcome"
             );
+            metrics::describe_counter!(
+                "quote_rpc_flights_total",
+                "Quote RPCs actually sent (identical concurrent requests share one)"
+            );
+            metrics::describe_counter!(
+                "quote_rpc_coalesced_total",
+                "Quote requests answered by joining an identical RPC already in flight"
+            );
             metrics::describe_histogram!(
                 "quote_rpc_duration_seconds",
                 metrics::Unit::Seconds,
@@ -82,6 +90,14 @@ impl Metrics {
             metrics::counter!("quote_rpc_total", "outcome" => outcome).increment(1);
             metrics::histogram!("quote_rpc_duration_seconds", "outcome" => outcome)
                 .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Publishes the transport's coalescing counters (read at scrape time).
+    pub fn set_flight_counts(&self, flights: u64, joined: u64) {
+        self.record(|| {
+            metrics::counter!("quote_rpc_flights_total").absolute(flights);
+            metrics::counter!("quote_rpc_coalesced_total").absolute(joined);
         });
     }
 

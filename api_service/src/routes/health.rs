@@ -75,6 +75,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some((flights, joined)) = state.transport.flight_counts() {
+        state.metrics.set_flight_counts(flights, joined);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -47,7 +47,7 @@ impl From<HistoryEntry> for HistoryItem {
     }
 }
 
-#[instrument(skip_all, fields(user_id = user.id))]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = user.id))]
 pub async fn history(
     State(state): State<AppState>,
     user: CurrentUser,

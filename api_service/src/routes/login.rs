@@ -26,7 +26,7 @@ pub struct LoginResponse {
 
 /// Wrong password and unknown user give the same 401 after the same argon2 work, so
 /// neither the answer nor its timing tells which usernames exist.
-#[instrument(skip_all, fields(username = tracing::field::Empty))]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), username = tracing::field::Empty))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginRequest>,

@@ -17,7 +17,7 @@ pub struct StatsItem {
     times_requested: i64,
 }
 
-#[instrument(skip_all, fields(user_id = admin.0.id))]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id))]
 pub async fn stats(
     State(state): State<AppState>,
     admin: Admin,

@@ -29,7 +29,7 @@ pub struct StockResponse {
     quote: f64,
 }
 
-#[instrument(skip_all, fields(symbol = tracing::field::Empty))]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = user.id, symbol = tracing::field::Empty))]
 pub async fn stock(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -75,7 +75,7 @@ pub async fn stock(
     }))
 }
 
-#[instrument(skip_all, fields(user_id))]
+#[instrument(skip_all, fields(user_id = user_id))]
 async fn record(state: &AppState, user_id: i64, entry: NewHistoryEntry) -> Result<(), ApiError> {
     state.store.record_quote(user_id, entry).await?;
     Ok(())

@@ -41,7 +41,7 @@ impl From<User> for UserView {
     }
 }
 
-#[instrument(skip_all, fields(user_id = admin.0.id, username = tracing::field::Empty))]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
     admin: Admin,

@@ -90,11 +90,20 @@ impl GroupCommit {
 async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&writer, &mut batch).await;
+        if let Some(outage) = commit(&writer, &mut batch).await {
+            // Rows that queued while this batch waited out the pool's acquire timeout would
+            // each wait it out once more behind it (a request stuck for twice the timeout or
+            // longer). The database is down: fail them now with the same error.
+            while let Some(job) = None::<Job> {
+                let _ = job.done.send(Err(errors::replicate(&outage)));
+            }
+        }
     }
 }
 
-async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) {
+/// Writes one batch and answers its callers; returns the error when the database was
+/// unavailable.
+async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) -> Option<StoreError> {
     let rows: Vec<(i64, &NewHistoryEntry)> =
         batch.iter().map(|job| (job.user_id, &job.entry)).collect();
     metrics::histogram!("store_group_commit_batch_rows").record(rows.len() as f64);
@@ -105,6 +114,7 @@ async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) {
             for job in batch.drain(..) {
                 let _ = job.done.send(Ok(()));
             }
+            None
         }
         // An outage fails everyone alike; retrying row by row would only wait out the pool
         // timeout once per row.
@@ -113,6 +123,7 @@ async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) {
             for job in batch.drain(..) {
                 let _ = job.done.send(Err(errors::replicate(&err)));
             }
+            err.is_unavailable().then_some(err)
         }
         // One bad row (e.g. its user was deleted meanwhile) must not fail its neighbours:
         // redo each row alone so every caller gets its own answer.
@@ -122,6 +133,79 @@ async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) {
                 let result = writer.write_batch(&[(job.user_id, &job.entry)]).await;
                 let _ = job.done.send(result);
             }
+            None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use super::*;
+
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A database that is down: every batch waits out an acquire timeout, then fails.
+    struct DownDatabase {
+        batches: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl BatchWriter for DownDatabase {
+        async fn write_batch(&self, _rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(ACQUIRE_TIMEOUT).await;
+            Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+        }
+    }
+
+    fn entry() -> NewHistoryEntry {
+        NewHistoryEntry {
+            requested_at: Utc::now(),
+            symbol: "AAPL.US".into(),
+            name: "APPLE".into(),
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_queued_behind_a_batch_that_found_the_database_down_fail_with_it() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let commits = Arc::new(GroupCommit::spawn(DownDatabase {
+            batches: batches.clone(),
+        }));
+        let first = tokio::spawn({
+            let commits = commits.clone();
+            async move { commits.submit(1, entry()).await }
+        });
+        // Let the writer take the first row, then queue more behind it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let queued: Vec<_> = (0..3)
+            .map(|i| {
+                let commits = commits.clone();
+                tokio::spawn(async move { commits.submit(i, entry()).await })
+            })
+            .collect();
+
+        assert!(first.await.unwrap().unwrap_err().is_unavailable());
+        for row in queued {
+            assert!(row.await.unwrap().unwrap_err().is_unavailable());
+        }
+        // Behind the first batch they wait ~0.9 s; without the fast failure another 1 s.
+        assert!(
+            started.elapsed() < ACQUIRE_TIMEOUT * 3 / 2,
+            "queued rows waited {:?}: an acquire timeout more",
+            started.elapsed()
+        );
+        assert_eq!(batches.load(Ordering::SeqCst), 1, "no second wait for the dead database");
     }
 }

@@ -257,6 +257,8 @@ async fn supervise(shared: Arc<Shared>, first_attempt: oneshot::Sender<()>) {
                 shared.set_error(reason.clone());
                 shared.fail_all_pending(&reason);
                 if shared.shutdown.is_cancelled() {
+                    // Channel first, so the reply consumer ends as cancelled, not as an error.
+                    let _ = link.rpc.close(200, "shutting down".into()).await;
                     let _ = link.connection.close(200, "shutting down".into()).await;
                     break;
                 }
@@ -314,7 +316,9 @@ async fn connect(shared: &Arc<Shared>) -> lapin::Result<(Arc<Link>, Channel, Joi
             match delivery {
                 Ok(delivery) => reader_shared.dispatch(delivery),
                 Err(err) => {
-                    tracing::warn!(error = %err, "reply consumer failed");
+                    if !reader_shared.shutdown.is_cancelled() {
+                        tracing::warn!(error = %err, "reply consumer failed");
+                    }
                     break;
                 }
             }

@@ -65,6 +65,12 @@ pub trait QuoteTransport: Send + Sync + 'static {
         }
     }
 
+    /// `(flights, joined)`: calls that went out as an RPC, and calls answered by joining
+    /// one already in flight. `None` for transports that do not coalesce.
+    fn flight_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Stops background tasks and closes connections (graceful shutdown).
     async fn shutdown(&self) {}
 }

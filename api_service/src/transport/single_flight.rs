@@ -31,6 +31,7 @@ pub struct SingleFlight {
     inner: Arc<dyn QuoteTransport>,
     flights: Flights,
     next_id: AtomicU64,
+    joined: AtomicU64,
 }
 
 impl SingleFlight {
@@ -39,6 +40,7 @@ impl SingleFlight {
             inner,
             flights: Arc::default(),
             next_id: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
         }
     }
 
@@ -61,6 +63,7 @@ impl QuoteTransport for SingleFlight {
             let mut flights = lock(&self.flights);
             if let Some(flight) = flights.get(symbol) {
                 tracing::debug!(%symbol, flight = flight.id, "joining in-flight quote request");
+                self.joined.fetch_add(1, Ordering::Relaxed);
                 flight.result.clone()
             } else {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +110,13 @@ impl QuoteTransport for SingleFlight {
 
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
+    }
+
+    fn flight_counts(&self) -> Option<(u64, u64)> {
+        Some((
+            self.next_id.load(Ordering::Relaxed),
+            self.joined.load(Ordering::Relaxed),
+        ))
     }
 
     fn readiness_detail(&self) -> String {
@@ -174,6 +184,7 @@ mod tests {
         }
         assert_eq!(slow.calls.load(Ordering::SeqCst), 2);
         assert_eq!(sf.in_flight(), 0);
+        assert_eq!(sf.flight_counts(), Some((2, 48)));
 
         // After landing, the next request flies again.
         let _ = sf.get_quote(&aapl, "r").await;
