@@ -94,7 +94,7 @@ async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>) {
             // Rows that queued while this batch waited out the pool's acquire timeout would
             // each wait it out once more behind it (a request stuck for twice the timeout or
             // longer). The database is down: fail them now with the same error.
-            while let Some(job) = None::<Job> {
+            while let Ok(job) = receiver.try_recv() {
                 let _ = job.done.send(Err(errors::replicate(&outage)));
             }
         }
@@ -206,6 +206,10 @@ mod tests {
             "queued rows waited {:?}: an acquire timeout more",
             started.elapsed()
         );
-        assert_eq!(batches.load(Ordering::SeqCst), 1, "no second wait for the dead database");
+        assert_eq!(
+            batches.load(Ordering::SeqCst),
+            1,
+            "no second wait for the dead database"
+        );
     }
 }
