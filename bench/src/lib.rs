@@ -92,6 +92,7 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         stats_symbols: settings.stats_symbols.max(1),
         login_connections: settings.login_connections,
         latency_connections: settings.latency_connections.max(1),
+        paced_load: settings.paced_load.clamp(0.0, 1.0),
         api_env: settings.api_env.clone(),
         quote_env: settings.quote_env.clone(),
     };

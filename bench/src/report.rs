@@ -110,7 +110,7 @@ pub fn targets(reports: &[ScenarioReport]) -> Vec<Target> {
         push(
             name,
             "p99 <= 20 ms",
-            format!("{:.1} ms", r.median.p99_ms),
+            format!("{:.1} ms ({} conns)", r.median.p99_ms, r.connections),
             r.median.p99_ms <= 20.0,
         );
         push(
@@ -170,8 +170,11 @@ pub fn targets(reports: &[ScenarioReport]) -> Vec<Target> {
     }
     for (name, limit) in [
         ("history-first", 10.0),
+        ("history-first-paced", 10.0),
         ("history-deep", 10.0),
+        ("history-deep-paced", 10.0),
         ("stats", 5.0),
+        ("stats-paced", 5.0),
     ] {
         let Some(r) = find(reports, name) else {
             continue;
@@ -179,7 +182,10 @@ pub fn targets(reports: &[ScenarioReport]) -> Vec<Target> {
         push(
             name,
             &format!("p99 <= {limit} ms"),
-            format!("{:.2} ms", r.median.p99_ms),
+            format!(
+                "{:.2} ms ({} conns, {:.0} req/s)",
+                r.median.p99_ms, r.connections, r.median.rps
+            ),
             r.median.p99_ms <= limit,
         );
         push(

@@ -71,8 +71,10 @@ pub struct Config {
     pub history_rows: usize,
     pub stats_symbols: usize,
     pub login_connections: usize,
-    /// Connections of the latency runs of history and stats (see [`Scenario::History`]).
+    /// Connections of the paced latency runs of history and stats (see `read_runs`).
     pub latency_connections: usize,
+    /// Fraction of the saturated throughput the paced runs offer.
+    pub paced_load: f64,
     pub api_env: Vec<(String, String)>,
     pub quote_env: Vec<(String, String)>,
 }
@@ -456,6 +458,7 @@ async fn stock_hot(
             targets: stock_targets(&symbols),
             tokens: tokens(&users),
             bodies: vec![],
+            pause_ms: None,
         };
         let (runs, peaks, checks) = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
         let mut report = ScenarioReport::new(
@@ -520,6 +523,7 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
             targets: stock_targets(&symbols),
             tokens: tokens(&users),
             bodies: vec![],
+            pause_ms: None,
         };
         let (runs, peaks, checks) =
             stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
@@ -691,6 +695,7 @@ async fn history(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<Scenari
                 targets: vec![target.clone()],
                 tokens: vec![user.token.clone()],
                 bodies: vec![],
+                pause_ms: None,
             };
             let check = first_page_check(&stack, &target, &user.token).await?;
             reports.extend(
@@ -749,6 +754,7 @@ async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<ScenarioR
             targets: vec!["/api/v1/stats".into()],
             tokens: vec![admin.token.clone()],
             bodies: vec![],
+            pause_ms: None,
         };
         let reports = read_runs(
             cfg,
@@ -771,10 +777,10 @@ async fn stats(cfg: &Config, work_dir: &std::path::Path) -> Result<Vec<ScenarioR
     outcome
 }
 
-/// A read scenario at two concurrencies: `latency_connections` (the row named `name`, judged
-/// against the p99 target: below saturation, so p99 shows service time rather than queueing)
-/// and `connections` (row `name@N`: throughput at saturation, where by Little's law the
-/// latency is mostly connections / throughput).
+/// A read scenario measured twice: saturated at `connections` (row `name`: throughput; by
+/// Little's law its latency is mostly connections / throughput), then paced at
+/// `paced_load` of that throughput over `latency_connections` (row `name-paced`: latency of
+/// a busy but not overloaded service, what a p99 target describes).
 #[allow(clippy::too_many_arguments)]
 async fn read_runs(
     cfg: &Config,
@@ -786,33 +792,51 @@ async fn read_runs(
     seeded: Duration,
     work_dir: &std::path::Path,
 ) -> Result<Vec<ScenarioReport>> {
-    let mut levels = vec![cfg.latency_connections, cfg.connections];
-    levels.dedup();
+    let timeout = Duration::from_secs(10);
     let mut reports = Vec::new();
-    for (i, connections) in levels.into_iter().enumerate() {
-        let row = if i == 0 {
-            name.to_owned()
-        } else {
-            format!("{name}@{connections}")
+    let (runs, peaks) =
+        plain_runs(cfg, stack, name, plan, cfg.connections, timeout, work_dir).await?;
+    let mut saturated = ScenarioReport::new(name, description, cfg.connections, runs);
+    saturated.checks = checks.clone();
+    saturated.memory = stack.memory(&peaks).into_iter().collect();
+    saturated.extra.insert(
+        "seed_seconds".into(),
+        serde_json::json!(seeded.as_secs_f64()),
+    );
+    let offered = saturated.median.rps * cfg.paced_load;
+    reports.push(saturated);
+    if offered > 0.0 && cfg.paced_load > 0.0 {
+        let connections = cfg.latency_connections;
+        let paced_plan = Plan {
+            pause_ms: Some(connections as f64 / offered * 1000.0),
+            ..plan.clone()
         };
+        let row = format!("{name}-paced");
         let (runs, peaks) = plain_runs(
             cfg,
             stack,
             &row,
-            plan,
+            &paced_plan,
             connections,
-            Duration::from_secs(10),
+            timeout,
             work_dir,
         )
         .await?;
-        let mut report = ScenarioReport::new(&row, description, connections, runs);
-        report.checks = checks.clone();
-        report.memory = stack.memory(&peaks).into_iter().collect();
-        report.extra.insert(
-            "seed_seconds".into(),
-            serde_json::json!(seeded.as_secs_f64()),
+        let mut paced = ScenarioReport::new(
+            &row,
+            &format!(
+                "{description}; paced: {connections} connections offering {:.0}% of the saturated rate ({offered:.0} req/s)",
+                cfg.paced_load * 100.0
+            ),
+            connections,
+            runs,
         );
-        reports.push(report);
+        paced.checks = checks;
+        paced.memory = stack.memory(&peaks).into_iter().collect();
+        paced
+            .extra
+            .insert("offered_rps".into(), serde_json::json!(offered));
+        reports.push(paced);
     }
     Ok(reports)
 }
@@ -883,6 +907,7 @@ async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
             targets: vec!["/api/v1/login".into()],
             tokens: vec![],
             bodies,
+            pause_ms: None,
         };
         let (runs, peaks) = plain_runs(
             cfg,

@@ -40,10 +40,14 @@ pub struct Settings {
     #[arg(long, env = "BENCH_LOGIN_CONNECTIONS", default_value_t = 200)]
     pub login_connections: usize,
 
-    /// Connections of the history and stats latency runs, judged against their p99 targets
-    /// (they also run at --connections for throughput; see BENCHMARKS.md).
-    #[arg(long, env = "BENCH_LATENCY_CONNECTIONS", default_value_t = 8)]
+    /// Connections of the paced history and stats runs (their `-paced` rows).
+    #[arg(long, env = "BENCH_LATENCY_CONNECTIONS", default_value_t = 16)]
     pub latency_connections: usize,
+
+    /// Load the paced history and stats runs offer, as a fraction of the throughput their
+    /// saturated run reached; 0 skips the paced runs.
+    #[arg(long, env = "BENCH_PACED_LOAD", default_value_t = 0.5)]
+    pub paced_load: f64,
 
     /// Extra KEY=VALUE environment for api_service (repeatable), e.g. allocator experiments.
     #[arg(long = "api-env", value_parser = parse_key_value)]

@@ -22,6 +22,9 @@ pub struct Plan {
     pub tokens: Vec<String>,
     /// JSON bodies rotated with the request counter (login); empty sends none.
     pub bodies: Vec<String>,
+    /// Pause each connection this long after every response (wrk's `delay()`), to offer a
+    /// paced load below saturation instead of as many requests as the server can take.
+    pub pause_ms: Option<f64>,
 }
 
 /// One wrk run, as printed by the generated `done()`.
@@ -135,6 +138,7 @@ function request()
   return wrk.format(method, target, headers, body)
 end
 
+{delay}
 function response(status, headers, body)
   if status == 200 then
     ok = ok + 1
@@ -176,6 +180,13 @@ end
         tokens = lua_list(&plan.tokens),
         bodies = lua_list(&plan.bodies),
         marker = MARKER,
+        delay = plan
+            .pause_ms
+            .map(|ms| format!(
+                "function delay()\n  return {}\nend\n",
+                ms.max(0.0).round() as u64
+            ))
+            .unwrap_or_default(),
     )
 }
 
@@ -257,7 +268,9 @@ mod tests {
             targets: vec!["/a".into(), "/b".into()],
             tokens: vec!["t1".into()],
             bodies: vec![],
+            pause_ms: None,
         });
+        assert!(!s.contains("function delay()"));
         assert!(s.contains("\"/a\"") && s.contains("\"/b\"") && s.contains("\"t1\""));
         assert!(s.contains("function done("));
     }
