@@ -62,6 +62,28 @@ pub fn plan_scenarios(chosen: &[Scenario]) -> Vec<Scenario> {
     scenarios::normalise(list)
 }
 
+/// The binaries the run uses, pinned in its work dir first: a `cargo build` elsewhere in
+/// the workspace must not swap a binary between (or during) scenarios.
+fn snapshot_binaries(from: &std::path::Path, to: &std::path::Path) -> Result<Binaries> {
+    let source = Binaries {
+        dir: from.to_path_buf(),
+    };
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for name in ["fake_stooq", "quote_service", "api_service", "rpc_echo"] {
+        let src = source.path(name)?;
+        let dst = to.join(name);
+        // A hard link pins the current file (cargo replaces rather than rewrites binaries);
+        // copy where linking is impossible (another filesystem).
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)
+                .with_context(|| format!("copying {} into {}", src.display(), to.display()))?;
+        }
+    }
+    Ok(Binaries {
+        dir: to.to_path_buf(),
+    })
+}
+
 /// Runs the chosen scenarios, prints the table and writes the JSON summary. Returns the
 /// summary; scenarios that failed to run are listed in it (missed targets are not errors).
 pub async fn run(settings: Settings) -> Result<Summary> {
@@ -73,11 +95,11 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         bail!("wrk is not installed (apt-get install -y wrk, or run scripts/bench.sh)");
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let work_dir = settings.work_dir.join(&stamp);
+    let bins = snapshot_binaries(&settings.bin_dir, &work_dir.join("bin"))?;
     let cfg = Config {
-        bins: Binaries {
-            dir: settings.bin_dir.clone(),
-        },
-        work_dir: settings.work_dir.join(&stamp),
+        bins,
+        work_dir,
         pg_base: settings.pg_base.clone(),
         amqp_url: settings.amqp_url.clone(),
         duration: settings.duration,
@@ -146,6 +168,7 @@ pub async fn run(settings: Settings) -> Result<Summary> {
     std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", settings.output.display()))?;
     println!("JSON summary: {}", settings.output.display());
+    let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
     Ok(summary)
 }
 
