@@ -18,6 +18,10 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod faults;
+pub mod ledger;
+pub mod load;
+
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Password every helper-created user gets unless a test picks its own.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -65,7 +69,12 @@ pub struct StackBuilder {
     rpc_timeout: Duration,
     start_quote_service: bool,
     stooq_latency: Duration,
+    quote_tweaks: Vec<QuoteTweak>,
+    api_tweaks: Vec<ApiTweak>,
 }
+
+type QuoteTweak = Box<dyn FnOnce(&mut quote_service::settings::Settings) + Send>;
+type ApiTweak = Box<dyn FnOnce(&mut api_service::settings::Settings) + Send>;
 
 pub fn stack() -> StackBuilder {
     StackBuilder {
@@ -74,6 +83,8 @@ pub fn stack() -> StackBuilder {
         rpc_timeout: Duration::from_secs(2),
         start_quote_service: true,
         stooq_latency: Duration::ZERO,
+        quote_tweaks: Vec::new(),
+        api_tweaks: Vec::new(),
     }
 }
 
@@ -104,6 +115,23 @@ impl StackBuilder {
         self.stooq_latency = latency;
         self
     }
+    /// Adjusts the quote worker's settings after the test defaults are applied (the same
+    /// settings are reused by [`TestApp::restart_quote_service`]).
+    pub fn quote_settings(
+        mut self,
+        tweak: impl FnOnce(&mut quote_service::settings::Settings) + Send + 'static,
+    ) -> Self {
+        self.quote_tweaks.push(Box::new(tweak));
+        self
+    }
+    /// Adjusts the API's settings after the test defaults are applied.
+    pub fn api_settings(
+        mut self,
+        tweak: impl FnOnce(&mut api_service::settings::Settings) + Send + 'static,
+    ) -> Self {
+        self.api_tweaks.push(Box::new(tweak));
+        self
+    }
 
     pub async fn spawn(self) -> Option<TestApp> {
         shared::telemetry::init_for_tests();
@@ -125,10 +153,13 @@ impl StackBuilder {
         // Fetch every request from the fake so tests can count upstream hits themselves.
         quote_settings.cache_ttl = Duration::ZERO;
         quote_settings.not_found_cache_ttl = Duration::ZERO;
+        for tweak in self.quote_tweaks {
+            tweak(&mut quote_settings);
+        }
         let queue = quote_settings.quote_queue.clone();
 
         let quote = if self.start_quote_service {
-            Some(QuoteHandle::spawn(quote_settings).await)
+            Some(QuoteHandle::spawn(quote_settings.clone()).await)
         } else {
             None
         };
@@ -151,6 +182,9 @@ impl StackBuilder {
         settings.jwt_secret = Some(SecretString::from(JWT_SECRET.to_owned()));
         settings.jwt_issuer = JWT_ISSUER.into();
         settings.jwt_audience = JWT_AUDIENCE.into();
+        for tweak in self.api_tweaks {
+            tweak(&mut settings);
+        }
         let app = api_service::startup::Application::build(settings)
             .await
             .expect("api_service failed to start");
@@ -169,6 +203,7 @@ impl StackBuilder {
             stooq,
             quote,
             queue,
+            quote_settings,
             api_shutdown,
             api_task: Some(api_task),
             backend: self.backend,
@@ -223,6 +258,8 @@ pub struct TestApp {
     pub quote: Option<QuoteHandle>,
     pub queue: String,
     pub backend: Backend,
+    /// What the quote worker was started with (reused to restart it on the same queue).
+    pub quote_settings: quote_service::settings::Settings,
     api_shutdown: CancellationToken,
     api_task: Option<JoinHandle<anyhow::Result<()>>>,
     _db: TestDatabase,
@@ -345,4 +382,54 @@ pub async fn error_code(response: Response) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error.code in {body}"))
         .to_owned()
+}
+
+// --- Fault-injection helpers (reliability and security suites) -------------------------------
+
+impl QuoteHandle {
+    /// Begins a graceful stop (what SIGTERM does) without waiting for it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful stop; `Some(how long it took)` when the worker exited cleanly within `limit`.
+    pub async fn stop_within(self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        match tokio::time::timeout(limit, self.task).await {
+            Ok(Ok(Ok(()))) => Some(started.elapsed()),
+            _ => None,
+        }
+    }
+}
+
+impl TestApp {
+    /// The test database's URL, for raw SQL (SQLite file or PostgreSQL database).
+    pub fn database_url(&self) -> &str {
+        self._db.url()
+    }
+
+    /// Starts a fresh quote worker with [`TestApp::quote_settings`] (same queue), stopping the
+    /// current one first if any. AMQP stacks only: over HTTP the API keeps the old port.
+    pub async fn restart_quote_service(&mut self) {
+        self.stop_quote_service().await;
+        self.quote = Some(QuoteHandle::spawn(self.quote_settings.clone()).await);
+    }
+
+    /// A clone of the API's shutdown token: cancelling it is the in-process SIGTERM.
+    pub fn api_shutdown_token(&self) -> CancellationToken {
+        self.api_shutdown.clone()
+    }
+
+    /// Graceful API stop; `Some(how long it took)` when `run_until_stopped` returned Ok
+    /// within `limit`.
+    pub async fn stop_api_within(&mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        self.api_shutdown.cancel();
+        let task = self.api_task.take()?;
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(Ok(()))) => Some(started.elapsed()),
+            _ => None,
+        }
+    }
 }
