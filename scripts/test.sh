@@ -14,24 +14,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
 
-status=0
-if cargo nextest --version >/dev/null 2>&1; then
-    if [[ $# -gt 0 ]]; then
-        CI=${CI:-} cargo nextest run --workspace --no-fail-fast "$@"
-        exit
-    fi
-    echo "=== all tests except the chaos suite"
-    CI=${CI:-} cargo nextest run --workspace --no-fail-fast -E 'not binary(chaos)' || status=$?
-    echo "=== chaos suite (broker and database outages), alone"
-    CI=${CI:-} cargo nextest run -p tests --test chaos --no-fail-fast || status=$?
-else
-    echo "cargo-nextest is not installed (cargo install cargo-nextest --locked);" \
-        "falling back to cargo test" >&2
-    # cargo test runs one test binary at a time, so the chaos binary is alone; its tests
-    # take a process-wide lock so they do not overlap each other either.
-    CI=${CI:-} cargo test --workspace --no-fail-fast "$@" || status=$?
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "--- installing cargo-nextest (once)"
+    cargo install cargo-nextest --locked
 fi
+
+if [[ $# -gt 0 ]]; then
+    exec env CI="${CI:-}" cargo nextest run --workspace --no-fail-fast "$@"
+fi
+
+status=0
+echo "--- all tests except the chaos suite"
+CI=${CI:-} cargo nextest run --workspace --no-fail-fast -E 'not binary(chaos)' || status=$?
+echo "--- chaos suite (broker and database outages), alone"
+CI=${CI:-} cargo nextest run -p tests --test chaos --no-fail-fast || status=$?
 if [[ $status -ne 0 ]]; then
-    echo "tests FAILED (see the summaries above)" >&2
+    echo "tests FAILED (see the two summaries above)" >&2
 fi
 exit "$status"
