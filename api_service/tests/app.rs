@@ -215,6 +215,28 @@ async fn no_worker_means_a_fast_503_and_not_ready() {
 }
 
 #[tokio::test]
+async fn silent_worker_gives_504_after_the_rpc_timeout() {
+    let Some(admin) = broker().await else { return };
+    let queue = unique_queue();
+    let responder = Responder::start(&queue, Mode::Silent).await;
+    let db = fresh_sqlite();
+    let mut settings = amqp_settings(&db, &queue);
+    settings.rpc_timeout = Duration::from_millis(600);
+    let app = start(settings, db).await;
+    let token = app.login("alice", "alice-password").await;
+    let started = Instant::now();
+    let reply = app.get("/api/v1/stock?q=aapl.us", Some(&token)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(elapsed >= Duration::from_millis(550) && elapsed < Duration::from_secs(2));
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timeout");
+    app.stop().await;
+    responder.stop().await;
+    delete(&admin, &queue).await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let Some(admin) = broker().await else { return };
     let queue = unique_queue();
@@ -316,14 +338,19 @@ async fn http_peer() -> (String, Arc<Mutex<PeerLog>>, CancellationToken) {
                       headers: HeaderMap| {
                     let log = log2.clone();
                     async move {
-                        let mut log = log.lock().unwrap();
-                        if let Some(id) = headers.get(shared::REQUEST_ID_HEADER) {
-                            log.request_ids.push(id.to_str().unwrap().to_owned());
-                        }
-                        if let Some(d) = headers.get(shared::DEADLINE_HEADER) {
-                            log.deadlines.push(d.to_str().unwrap().parse().unwrap());
+                        {
+                            let mut log = log.lock().unwrap();
+                            if let Some(id) = headers.get(shared::REQUEST_ID_HEADER) {
+                                log.request_ids.push(id.to_str().unwrap().to_owned());
+                            }
+                            if let Some(d) = headers.get(shared::DEADLINE_HEADER) {
+                                log.deadlines.push(d.to_str().unwrap().parse().unwrap());
+                            }
                         }
                         let symbol = params.get("symbol").cloned().unwrap_or_default();
+                        if symbol == "slow" {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
                         let reply = if symbol.starts_with('s') {
                             QuoteReply::ok(quote_for(&symbol))
                         } else {
@@ -352,7 +379,8 @@ async fn http_peer() -> (String, Arc<Mutex<PeerLog>>, CancellationToken) {
 async fn http_transport_serves_quotes_and_forwards_headers() {
     let (url, log, peer_stop) = http_peer().await;
     let db = fresh_sqlite();
-    let settings = Settings::for_tests(db.url(), TestTransport::Http { base_url: url });
+    let mut settings = Settings::for_tests(db.url(), TestTransport::Http { base_url: url });
+    settings.rpc_timeout = Duration::from_millis(700);
     let app = start(settings, db).await;
     let token = app.login("alice", "alice-password").await;
 
@@ -371,8 +399,13 @@ async fn http_transport_serves_quotes_and_forwards_headers() {
         let log = log.lock().unwrap();
         assert_eq!(log.request_ids, ["http-req-1"]);
         let now = shared::contract::now_ms();
-        assert!(log.deadlines[0] > now && log.deadlines[0] <= now + 2_500);
+        assert!(log.deadlines[0] > now && log.deadlines[0] <= now + 1_000);
     }
+
+    let started = Instant::now();
+    let slow = app.get("/api/v1/stock?q=slow", Some(&token)).await;
+    assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_millis(1500));
 
     let missing = app.get("/api/v1/stock?q=xxxx.us", Some(&token)).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);

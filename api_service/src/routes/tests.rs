@@ -822,3 +822,20 @@ async fn unknown_routes_and_methods_use_the_envelope() {
         "method_not_allowed",
     );
 }
+
+#[tokio::test]
+async fn panics_become_opaque_500_envelopes() {
+    let response = crate::request_id::scope("panic-req".into(), async {
+        super::panic_response(Box::new("index out of bounds: secret detail"))
+    })
+    .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        body,
+        json!({"error":{"code":"internal","message":"internal error","request_id":"panic-req"}})
+    );
+}
