@@ -52,9 +52,14 @@ pub enum ApiError {
     /// 502: the quote service or stooq failed; `code` says how (`upstream_unavailable`…).
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
-    /// 503: a dependency is down (`quote_service_unavailable`, `database_unavailable`, `busy`).
+    /// 503: a dependency is down (`quote_service_unavailable`, `database_unavailable`).
+    /// `detail` (broker, queue and database specifics) is logged, never sent to clients.
     #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    Unavailable {
+        code: &'static str,
+        message: String,
+        detail: String,
+    },
     /// 504: the quote did not arrive in time.
     #[error("{0}")]
     GatewayTimeout(String),
@@ -163,6 +168,14 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 "internal error".to_owned()
             }
+            ApiError::Unavailable {
+                code,
+                message,
+                detail,
+            } => {
+                tracing::warn!(code, detail, "dependency unavailable");
+                message.clone()
+            }
             other => {
                 if status.is_server_error() {
                     tracing::warn!(code = other.code(), error = %other, "dependency failure");
@@ -194,13 +207,11 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict => ApiError::Conflict("already exists".into()),
-            StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                ApiError::Unavailable {
-                    code: "database_unavailable",
-                    message: "the database is unavailable, try again shortly".into(),
-                }
-            }
+            StoreError::Unavailable(source) => ApiError::Unavailable {
+                code: "database_unavailable",
+                message: "the database is unavailable, try again shortly".into(),
+                detail: source.to_string(),
+            },
             StoreError::Other(source) => ApiError::Internal(source.into()),
         }
     }
@@ -229,7 +240,8 @@ impl From<TransportError> for ApiError {
             },
             TransportError::Unavailable(reason) => ApiError::Unavailable {
                 code: "quote_service_unavailable",
-                message: format!("quote service unavailable: {reason}"),
+                message: "the quote service is unavailable, try again shortly".into(),
+                detail: reason,
             },
             TransportError::Timeout => {
                 ApiError::GatewayTimeout("the quote service did not answer in time".into())
@@ -321,6 +333,16 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(ApiError::from(err).status().as_u16(), status);
         }
+    }
+
+    #[tokio::test]
+    async fn unavailability_details_stay_in_the_logs() {
+        let err = ApiError::from(TransportError::Unavailable(
+            "no quote worker is consuming queue \"quotes.rpc\"".into(),
+        ));
+        let text = body_json(err.into_response()).await.to_string();
+        assert!(text.contains("quote_service_unavailable"), "{text}");
+        assert!(!text.contains("quotes.rpc"), "{text}");
     }
 
     #[test]
