@@ -356,7 +356,7 @@ async fn stock_runs(
     name: &str,
     plan: &Plan,
     work_dir: &std::path::Path,
-) -> Result<(Vec<RunFigures>, RssFigures, Vec<Check>)> {
+) -> Result<StockOutcome> {
     let timeout = Duration::from_secs(10);
     if !cfg.warmup.is_zero() {
         wrk::run(
@@ -402,6 +402,12 @@ async fn stock_runs(
         );
         runs.push(fig);
     }
+    let mut extra = BTreeMap::new();
+    if let Some((flights, joined)) = stack.snapshot_metrics(work_dir, name).await {
+        // Counters since start (warm-up included): how many /stock calls shared one RPC.
+        extra.insert("api_rpc_flights".into(), serde_json::json!(flights));
+        extra.insert("api_rpc_coalesced".into(), serde_json::json!(joined));
+    }
     let rows = stack.db.history_rows().await?;
     let counters = stack.db.counter_total().await?;
     checks.push(Check {
@@ -409,7 +415,19 @@ async fn stock_runs(
         passed: rows == counters,
         detail: format!("{rows} history rows, counters sum to {counters}"),
     });
-    Ok((runs, peaks, checks))
+    Ok(StockOutcome {
+        runs,
+        rss: peaks,
+        checks,
+        extra,
+    })
+}
+
+struct StockOutcome {
+    runs: Vec<RunFigures>,
+    rss: RssFigures,
+    checks: Vec<Check>,
+    extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Nothing lost: every 200 left a row. Requests wrk cut off at the end of a run may still
@@ -460,7 +478,7 @@ async fn stock_hot(
             bodies: vec![],
             pause_ms: None,
         };
-        let (runs, peaks, checks) = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
+        let outcome = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
         let mut report = ScenarioReport::new(
             &name,
             &format!(
@@ -471,10 +489,11 @@ async fn stock_hot(
                 backend
             ),
             cfg.connections,
-            runs,
+            outcome.runs,
         );
-        report.checks = checks;
-        report.memory = stack.memory(&peaks).into_iter().collect();
+        report.checks = outcome.checks;
+        report.extra = outcome.extra;
+        report.memory = stack.memory(&outcome.rss).into_iter().collect();
         add_upstream_ratio(&mut report);
         Ok::<_, anyhow::Error>(report)
     }
@@ -525,8 +544,7 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
             bodies: vec![],
             pause_ms: None,
         };
-        let (runs, peaks, checks) =
-            stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
+        let outcome = stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
         let mut report = ScenarioReport::new(
             "stock-cold",
             &format!(
@@ -535,10 +553,11 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
                 symbols.len()
             ),
             cfg.connections,
-            runs,
+            outcome.runs,
         );
-        report.checks = checks;
-        report.memory = stack.memory(&peaks).into_iter().collect();
+        report.checks = outcome.checks;
+        report.extra = outcome.extra;
+        report.memory = stack.memory(&outcome.rss).into_iter().collect();
         add_upstream_ratio(&mut report);
         Ok::<_, anyhow::Error>(report)
     }

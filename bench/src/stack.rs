@@ -167,6 +167,7 @@ pub struct Stack {
     pub quote: Service,
     pub api: Service,
     pub api_url: String,
+    pub quote_url: String,
     pub fake_url: String,
     pub queue: String,
     pub db: BenchDb,
@@ -234,7 +235,7 @@ impl Stack {
             kv("DATABASE_URL", db.url.clone()),
             kv("JWT_SECRET", jwt_secret),
             kv("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
-            kv("QUOTE_SERVICE_URL", quote_url),
+            kv("QUOTE_SERVICE_URL", quote_url.clone()),
             kv("AMQP_URL", options.amqp_url.clone()),
             kv("QUOTE_QUEUE", queue.clone()),
         ];
@@ -263,6 +264,7 @@ impl Stack {
             quote,
             api,
             api_url,
+            quote_url,
             fake_url,
             queue,
             db,
@@ -375,6 +377,39 @@ impl Stack {
             .await?;
         let field = |name: &str| stats.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
         Ok((field("hits"), field("symbols_requested")))
+    }
+
+    /// Saves both services' `/metrics` into the work dir (for analysis after a run) and
+    /// returns the api_service's quote RPC coalescing counters, when it exposes them.
+    pub async fn snapshot_metrics(&self, work_dir: &Path, label: &str) -> Option<(f64, f64)> {
+        let mut coalescing = None;
+        for (name, base) in [
+            ("api_service", &self.api_url),
+            ("quote_service", &self.quote_url),
+        ] {
+            let Ok(resp) = self.http.get(format!("{base}/metrics")).send().await else {
+                continue;
+            };
+            let Ok(text) = resp.text().await else {
+                continue;
+            };
+            let _ = std::fs::write(work_dir.join(format!("{label}.{name}.metrics.txt")), &text);
+            if name == "api_service" {
+                let value = |metric: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(metric) && !l.starts_with('#'))
+                        .and_then(|l| l.split_whitespace().last())
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                if let (Some(flights), Some(joined)) = (
+                    value("quote_rpc_flights_total"),
+                    value("quote_rpc_coalesced_total"),
+                ) {
+                    coalescing = Some((flights, joined));
+                }
+            }
+        }
+        coalescing
     }
 
     /// Stops the services, drops the database and deletes the queue.
