@@ -2,6 +2,7 @@
 //! fallback) from stooq's CSV feed, with caching, request coalescing and batching so the
 //! upstream sees as few hits as possible.
 
+pub mod breaker;
 pub mod health;
 pub mod http_server;
 pub mod metrics;

@@ -69,6 +69,18 @@ pub struct Settings {
     #[arg(long, env = "STOOQ_MAX_RETRIES", default_value_t = 2)]
     pub stooq_max_retries: u32,
 
+    /// Circuit breaker: after this many consecutive failed stooq requests (5xx, timeouts,
+    /// dropped connections, refusals, non-data pages) stop calling stooq for
+    /// STOOQ_BREAKER_COOLDOWN and fail at once with the last reason, then let one trial
+    /// request decide. Spares a failing or rate-limiting feed (stooq bans addresses that
+    /// hammer it). `0` disables the breaker.
+    #[arg(long, env = "STOOQ_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub stooq_breaker_threshold: u32,
+
+    /// How long the circuit stays open (stooq not called at all) before a trial request.
+    #[arg(long, env = "STOOQ_BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
+    pub stooq_breaker_cooldown: Duration,
+
     /// How long a fetched quote is served from memory. `0` disables the cache (requests in
     /// flight are still shared).
     #[arg(long, env = "CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
@@ -126,6 +138,8 @@ impl Settings {
             stooq_connect_timeout: Duration::from_secs(1),
             stooq_timeout: Duration::from_secs(2),
             stooq_max_retries: 2,
+            stooq_breaker_threshold: 5,
+            stooq_breaker_cooldown: Duration::from_secs(10),
             cache_ttl: Duration::from_secs(10),
             not_found_cache_ttl: Duration::from_secs(3),
             cache_max_entries: 10_000,
@@ -168,6 +182,8 @@ mod tests {
         assert_eq!(s.stooq_connect_timeout, Duration::from_secs(2));
         assert_eq!(s.stooq_timeout, Duration::from_secs(5));
         assert_eq!(s.stooq_max_retries, 2);
+        assert_eq!(s.stooq_breaker_threshold, 5);
+        assert_eq!(s.stooq_breaker_cooldown, Duration::from_secs(10));
         assert_eq!(s.cache_ttl, Duration::from_secs(10));
         assert_eq!(s.not_found_cache_ttl, Duration::from_secs(3));
         assert_eq!(s.batch_size, 50);

@@ -2,10 +2,14 @@
 //! with exponential backoff and jitter for failures that may pass (5xx, timeouts, dropped
 //! connections), never past the caller's deadline.
 //!
+//! A circuit breaker ([`crate::breaker`]) sits in front of every attempt: while stooq keeps
+//! failing, fetches fail fast instead of adding load to it.
+//!
 //! The request URL carries the API key, so neither it nor reqwest errors (whose `Display`
 //! embeds the URL) are ever logged or put in a reply: errors are described here in our words.
 
 use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use shared::{ErrorCode, QuoteError, Symbol};
 use tokio::time::Instant;
 
+use crate::breaker::Breaker;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::stooq::{self, Rows, StooqError};
@@ -35,6 +40,8 @@ pub struct StooqClient {
     attempt_timeout: Duration,
     max_retries: u32,
     metrics: Metrics,
+    /// Shared by every clone: one view of stooq's health per process.
+    breaker: Arc<Breaker>,
 }
 
 /// How one attempt failed, and whether trying again could help.
@@ -76,6 +83,10 @@ impl StooqClient {
             attempt_timeout: settings.stooq_timeout,
             max_retries: settings.stooq_max_retries,
             metrics,
+            breaker: Arc::new(Breaker::new(
+                settings.stooq_breaker_threshold,
+                settings.stooq_breaker_cooldown,
+            )),
         })
     }
 
@@ -106,11 +117,23 @@ impl StooqClient {
             if deadline() <= Instant::now() {
                 return Err(deadline_passed());
             }
+            // While the circuit is open nothing is sent, retries included.
+            self.breaker.admit()?;
+            // An attempt cut by the caller's deadline (`?`) tells nothing about stooq.
             let failure = match self.attempt_within(&url, &deadline).await? {
-                Ok(body) => return stooq::parse(&body).map_err(QuoteError::from),
+                Ok(body) => {
+                    let parsed = stooq::parse(&body).map_err(QuoteError::from);
+                    match &parsed {
+                        Ok(_) => self.breaker.success(),
+                        Err(error) => self.breaker.failure(error),
+                    }
+                    return parsed;
+                }
                 Err(failure) => failure,
             };
-            if !failure.retryable || attempt >= self.max_retries {
+            self.breaker.failure(&failure.error);
+            // This failure may have opened the circuit: report it rather than the refusal.
+            if !failure.retryable || attempt >= self.max_retries || self.breaker.is_open() {
                 return Err(failure.error);
             }
             let pause = backoff(attempt);
