@@ -30,7 +30,13 @@ async fn answer(app: &TestApp, token: &str, symbol: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_upstream_failure_gets_its_own_status_code_and_message() {
-    let Some(app) = stack().spawn().await else {
+    // Nine failures in a row would open the circuit breaker (tested on its own below) and
+    // every later case would get its refusal instead of its own answer.
+    let Some(app) = stack()
+        .quote_settings(|s| s.stooq_breaker_threshold = 0)
+        .spawn()
+        .await
+    else {
         return;
     };
     let token = app.token_for("alice", Role::User).await;
@@ -198,5 +204,104 @@ async fn a_slow_upstream_is_served_while_in_time_and_cut_per_attempt_when_not() 
         too_slow.took
     );
     assert_eq!(app.stooq.symbol_hits("msft.us"), 3);
+    ledger.assert_consistent(app.store.as_ref()).await;
+}
+
+/// Steady load against a feed answering 503 to everything: (calls made, upstream requests).
+async fn load_on_a_dead_feed(app: &TestApp, clients: &[Client], ledger: &Ledger) -> (usize, u64) {
+    app.stooq.set_mode(Mode::Status(503));
+    let before = app.stooq.hits();
+    let load =
+        tests::load::Load::start_with(app, clients, &crate::SYMBOLS, crate::PAUSE, ledger.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = load.stop().await.len();
+    (calls, app.stooq.hits() - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() {
+    const THRESHOLD: u32 = 3;
+    const COOLDOWN: Duration = Duration::from_secs(1);
+    let Some(app) = stack()
+        .quote_settings(|s| {
+            s.stooq_breaker_threshold = THRESHOLD;
+            s.stooq_breaker_cooldown = COOLDOWN;
+        })
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    let Some(unprotected) = stack()
+        .quote_settings(|s| s.stooq_breaker_threshold = 0)
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    let clients = Client::many(&app, "client", crate::CLIENTS).await;
+    let ledger = Ledger::new();
+
+    let (calls, hits) = load_on_a_dead_feed(&app, &clients, &ledger).await;
+    // Still within the cooldown: the open circuit answers, naming the feed's last failure.
+    let (status, body) = answer(&app, &clients[0].token, "aapl.us").await;
+    let other_clients = Client::many(&unprotected, "client", crate::CLIENTS).await;
+    let (calls_without, hits_without) =
+        load_on_a_dead_feed(&unprotected, &other_clients, &Ledger::new()).await;
+
+    eprintln!(
+        "dead feed for 1.5 s: {calls} calls cost {hits} upstream requests with the breaker, \
+         {calls_without} calls cost {hits_without} without"
+    );
+    // Up to THRESHOLD failures open it; fetches already running may each finish one more
+    // attempt; one trial per cooldown after that.
+    let bound = u64::from(THRESHOLD) + crate::CLIENTS as u64 + 2;
+    assert!(
+        hits <= bound,
+        "{hits} upstream requests for {calls} calls (bound {bound})"
+    );
+    assert!(calls > 40, "the load kept going: {calls}");
+    assert!(
+        hits_without > 3 * hits,
+        "without the breaker every call goes out, with retries: {hits_without}"
+    );
+    let refused: Vec<_> = ledger
+        .calls()
+        .into_iter()
+        .filter(|c| c.status() == Some(502))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        calls,
+        "every call is a 502 while the feed is dead"
+    );
+    let fast = refused
+        .iter()
+        .filter(|c| c.took < Duration::from_millis(100))
+        .count();
+    assert!(fast * 10 >= calls * 8, "most fail fast: {fast} of {calls}");
+    assert_eq!(status, 502);
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not being called") && message.contains("HTTP 503"),
+        "the open circuit says so, with the feed's last failure: {message}"
+    );
+
+    // The feed recovers: within a cooldown one trial request closes the circuit again.
+    app.stooq.set_mode(Mode::Normal);
+    let recovered = tests::load::wait_until(COOLDOWN * 3, || async {
+        ledger
+            .stock(&app.client, &app.address, &clients[0], "aapl.us")
+            .await
+            .status()
+            == Some(200)
+    })
+    .await;
+    let recovered = recovered.expect("served again after the cooldown");
+    assert!(
+        recovered <= COOLDOWN + Duration::from_millis(500),
+        "{recovered:?}"
+    );
     ledger.assert_consistent(app.store.as_ref()).await;
 }
