@@ -41,8 +41,9 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// Builds the client and starts the background readiness probe.
-    pub fn start(config: HttpConfig) -> anyhow::Result<Self> {
+    /// Builds the client, probes readiness once (so a server that is up is usable at once)
+    /// and starts the background readiness probe.
+    pub async fn start(config: HttpConfig) -> anyhow::Result<Self> {
         let base = config.base_url.trim_end_matches('/').to_owned();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -53,9 +54,11 @@ impl HttpTransport {
             detail: Mutex::new("not probed yet".into()),
         });
         let stop = CancellationToken::new();
+        let readyz = format!("{base}/readyz");
+        probe_once(&client, &readyz, &readiness).await;
         tokio::spawn(probe_readiness(
             client.clone(),
-            format!("{base}/readyz"),
+            readyz,
             Arc::clone(&readiness),
             stop.clone(),
         ));
@@ -82,29 +85,33 @@ async fn probe_readiness(
     stop: CancellationToken,
 ) {
     loop {
-        let (ready, detail) = match client
-            .get(&url)
-            .timeout(Duration::from_millis(800))
-            .send()
-            .await
-        {
-            Ok(resp) if resp.status().is_success() => (true, "quote service ready".to_owned()),
-            Ok(resp) => (
-                false,
-                format!("quote service not ready ({})", resp.status()),
-            ),
-            Err(err) => (
-                false,
-                format!("quote service unreachable: {}", describe(&err)),
-            ),
-        };
-        readiness.ready.store(ready, Ordering::Relaxed);
-        *readiness.detail.lock().unwrap_or_else(|e| e.into_inner()) = detail;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(READINESS_INTERVAL) => {}
         }
+        probe_once(&client, &url, &readiness).await;
     }
+}
+
+async fn probe_once(client: &reqwest::Client, url: &str, readiness: &Readiness) {
+    let (ready, detail) = match client
+        .get(url)
+        .timeout(Duration::from_millis(800))
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => (true, "quote service ready".to_owned()),
+        Ok(resp) => (
+            false,
+            format!("quote service not ready ({})", resp.status()),
+        ),
+        Err(err) => (
+            false,
+            format!("quote service unreachable: {}", describe(&err)),
+        ),
+    };
+    readiness.ready.store(ready, Ordering::Relaxed);
+    *readiness.detail.lock().unwrap_or_else(|e| e.into_inner()) = detail;
 }
 
 /// A short description without the URL reqwest's Display includes (it is ours).

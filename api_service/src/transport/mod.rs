@@ -88,10 +88,13 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn QuoteTransport
             })
             .await,
         ),
-        TransportKind::Http => Arc::new(HttpTransport::start(HttpConfig {
-            base_url: settings.quote_service_url.clone(),
-            rpc_timeout: settings.rpc_timeout,
-        })?),
+        TransportKind::Http => Arc::new(
+            HttpTransport::start(HttpConfig {
+                base_url: settings.quote_service_url.clone(),
+                rpc_timeout: settings.rpc_timeout,
+            })
+            .await?,
+        ),
     };
     Ok(Arc::new(SingleFlight::new(transport)))
 }

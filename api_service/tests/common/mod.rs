@@ -216,18 +216,3 @@ pub async fn wait_until(cond: impl Fn() -> bool, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-pub async fn wait_until_async<F, Fut>(cond: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within 5s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
