@@ -15,8 +15,10 @@ pub fn init(default_filter: &str) {
             .with(
                 fmt::layer()
                     .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    // The whole span list, not just the innermost span: the request id is
+                    // recorded on the outer request span, and every line must carry it.
+                    .with_current_span(false)
+                    .with_span_list(true),
             )
             .try_init()
     } else {
