@@ -104,6 +104,22 @@ pub struct Settings {
     #[arg(long, env = "USER_CACHE_TTL", default_value = "2s", value_parser = parse_user_cache_ttl)]
     pub user_cache_ttl: Duration,
 
+    /// Brute-force protection: failed logins for one username (unknown usernames included)
+    /// after which that username gets 429 with Retry-After for LOGIN_LOCKOUT, even with the
+    /// right password. Other users are unaffected. `0` disables it.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+
+    /// Failed logins from one client address (any usernames) after which that address gets
+    /// 429 for LOGIN_LOCKOUT. The address is the TCP peer's (X-Forwarded-For is not trusted):
+    /// behind a reverse proxy all clients share the proxy's, so raise this or use `0` there.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
+    pub login_max_failures_per_ip: u32,
+
+    /// How long failed logins are counted, and how long a lockout lasts.
+    #[arg(long, env = "LOGIN_LOCKOUT", default_value = "5m", value_parser = parse_positive_duration)]
+    pub login_lockout: Duration,
+
     /// On SIGTERM/Ctrl-C: how long in-flight requests may still finish before exit.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -137,6 +153,9 @@ impl Settings {
             rpc_timeout: Duration::from_secs(2),
             hash_concurrency: None,
             user_cache_ttl: Duration::from_secs(2),
+            login_max_failures: 5,
+            login_max_failures_per_ip: 20,
+            login_lockout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
         };

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Hasher, JwtKeys, UserCache};
+use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -56,6 +56,11 @@ impl Application {
             jwt: Arc::new(jwt),
             hasher,
             users: Arc::new(UserCache::new(settings.user_cache_ttl)),
+            login_throttle: Arc::new(LoginThrottle::new(
+                settings.login_max_failures,
+                settings.login_max_failures_per_ip,
+                settings.login_lockout,
+            )),
             metrics: Arc::new(Metrics::new()),
         };
         let listener = TcpListener::bind(settings.api_addr)
@@ -106,8 +111,12 @@ impl Application {
         if self.handle_signals {
             tokio::spawn(cancel_on_signal(token.clone()));
         }
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(token.clone().cancelled_owned());
+        // Connection info gives the login throttle each client's address.
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve =
+            axum::serve(self.listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
         let grace = self.grace;
         let result = tokio::select! {
             result = std::future::IntoFuture::into_future(serve) => result.context("HTTP server failed"),

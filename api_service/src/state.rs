@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{Hasher, JwtKeys, UserCache};
+use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::QuoteTransport;
@@ -14,5 +14,6 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub hasher: Hasher,
     pub users: Arc<UserCache>,
+    pub login_throttle: Arc<LoginThrottle>,
     pub metrics: Arc<Metrics>,
 }

@@ -252,6 +252,11 @@ pub async fn state(
         jwt: Arc::new(jwt_keys()),
         hasher: Hasher::new(2).await.unwrap(),
         users: Arc::new(UserCache::new(cache_ttl)),
+        login_throttle: Arc::new(crate::auth::LoginThrottle::new(
+            5,
+            20,
+            std::time::Duration::from_secs(300),
+        )),
         metrics: Arc::new(Metrics::new()),
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod extractors;
 pub mod jwt;
+pub mod login_throttle;
 pub mod password;
 pub mod user_cache;
 
 pub use extractors::{Admin, CurrentUser};
 pub use jwt::{Claims, JwtKeys};
+pub use login_throttle::LoginThrottle;
 pub use password::Hasher;
 pub use user_cache::UserCache;

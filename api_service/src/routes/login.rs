@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use crate::auth::login_throttle::ClientAddr;
 use crate::auth::user_cache::UserRecord;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -25,14 +26,23 @@ pub struct LoginResponse {
 }
 
 /// Wrong password and unknown user give the same 401 after the same argon2 work, so
-/// neither the answer nor its timing tells which usernames exist.
+/// neither the answer nor its timing tells which usernames exist. Repeated failures for a
+/// username or from an address get 429 before any work (see `auth::login_throttle`).
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), username = tracing::field::Empty))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     if crate::users::validate_username(&body.username).is_ok() {
         tracing::Span::current().record("username", body.username.as_str());
+    }
+    if let Err(retry_after) = state.login_throttle.admit(&body.username, address) {
+        tracing::warn!(?address, "login throttled after repeated failures");
+        return Err(ApiError::TooManyRequests {
+            message: "too many failed logins; try again later".into(),
+            retry_after,
+        });
     }
     let user = state.store.user_by_username(&body.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -51,6 +61,7 @@ pub async fn login(
             });
         }
     };
+    state.login_throttle.succeeded(&user.username, address);
     // The next request will almost certainly present this token: warm the cache.
     state.users.insert(user.id, Some(UserRecord::from(&user)));
     let issued = state
