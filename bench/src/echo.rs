@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -106,16 +106,26 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
 
 /// Keeps exactly `inflight` calls outstanding for `duration` over direct reply-to and returns
 /// throughput and latency. A call that gets no answer within `timeout` counts as an error.
+///
+/// With `confirm`, publishes are `mandatory` on a confirm-mode channel and each call also
+/// waits for the broker's confirm, as api_service's AMQP transport does (it learns that way
+/// when the request queue is gone). Without, it is the bare one-message-per-call baseline.
 pub async fn load(
     amqp_url: &str,
     queue: &str,
     inflight: usize,
     duration: Duration,
     timeout: Duration,
+    confirm: bool,
 ) -> Result<EchoResult> {
     let conn = connect(amqp_url).await?;
     let channel = conn.create_channel().await?;
     declare(&channel, queue).await?;
+    if confirm {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
     // Direct reply-to: consume no-ack from the pseudo-queue on the channel we publish on.
     let mut replies = channel
         .basic_consume(
@@ -172,13 +182,21 @@ pub async fn load(
                     .basic_publish(
                         "".into(),
                         queue.as_str().into(),
-                        BasicPublishOptions::default(),
+                        BasicPublishOptions {
+                            mandatory: confirm,
+                            ..BasicPublishOptions::default()
+                        },
                         &body,
                         BasicProperties::default()
                             .with_reply_to(DIRECT_REPLY_TO.into())
                             .with_correlation_id(id.as_str().into()),
                     )
                     .await;
+                let published = match published {
+                    // Outside confirm mode this resolves at once.
+                    Ok(confirmation) if confirm => confirmation.await.map(|_| ()),
+                    other => other.map(|_| ()),
+                };
                 if published.is_err() {
                     pending.lock().unwrap().remove(&id);
                     errors += 1;

@@ -25,6 +25,9 @@ use crate::wrk::{self, Load, Plan, WrkResult};
 pub enum Scenario {
     /// Bare RPC echo over RabbitMQ: the baseline.
     Echo,
+    /// The echo with mandatory publishes on a confirm-mode channel, as api_service publishes
+    /// (informative: what the confirms cost).
+    EchoConfirm,
     /// Hot symbols, AMQP transport, PostgreSQL.
     StockHot,
     /// stock-hot on SQLite.
@@ -208,7 +211,8 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
     let work_dir = cfg.work_dir.join(scenario.name());
     std::fs::create_dir_all(&work_dir)?;
     match scenario {
-        Scenario::Echo => echo(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::Echo => echo(cfg, &work_dir, false).await.map(|r| vec![r]),
+        Scenario::EchoConfirm => echo(cfg, &work_dir, true).await.map(|r| vec![r]),
         Scenario::StockHot => {
             stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Amqp, scenario)
                 .await
@@ -231,7 +235,8 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
     }
 }
 
-async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+async fn echo(cfg: &Config, work_dir: &std::path::Path, confirm: bool) -> Result<ScenarioReport> {
+    let name = if confirm { "echo-confirm" } else { "echo" };
     let bin = cfg.bins.path("rpc_echo")?;
     let queue = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
     let amqp = ("AMQP_URL".to_owned(), cfg.amqp_url.clone());
@@ -259,6 +264,7 @@ async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport
                     "--duration",
                 ])
                 .arg(format!("{}ms", duration.as_millis()))
+                .args(confirm.then_some("--confirm"))
                 .env("AMQP_URL", amqp_url)
                 .output()
                 .await?;
@@ -281,7 +287,7 @@ async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport
     for n in 1..=cfg.runs {
         server.ensure_running()?;
         let r = load(cfg.duration).await?;
-        progress("echo", n, cfg.runs, &format!("{:.0} calls/s", r.rps));
+        progress(name, n, cfg.runs, &format!("{:.0} calls/s", r.rps));
         runs.push(RunFigures::from_echo(&r));
     }
     server.stop().await;
@@ -289,8 +295,12 @@ async fn echo(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport
         eprintln!("bench: could not delete queue {queue}: {err:#}");
     }
     let mut report = ScenarioReport::new(
-        "echo",
-        "bare lapin RPC echo, direct reply-to, one message each way per call",
+        name,
+        if confirm {
+            "RPC echo, direct reply-to, mandatory publishes with publisher confirms"
+        } else {
+            "bare lapin RPC echo, direct reply-to, one message each way per call"
+        },
         cfg.connections,
         runs,
     );

@@ -36,6 +36,7 @@ async fn echo_answers_every_call_over_direct_reply_to() {
         8,
         Duration::from_millis(1500),
         Duration::from_secs(5),
+        false,
     )
     .await
     .expect("load runs");

@@ -46,6 +46,10 @@ enum Command {
         /// Delete the queue when done.
         #[arg(long)]
         delete_queue: bool,
+        /// Publish `mandatory` on a confirm-mode channel and wait for each confirm, as
+        /// api_service does (not part of the bare baseline).
+        #[arg(long)]
+        confirm: bool,
     },
 }
 
@@ -62,9 +66,11 @@ async fn main() -> Result<()> {
             duration,
             timeout,
             delete_queue,
+            confirm,
         } => {
             let result =
-                bench::echo::load(&cli.amqp_url, &queue, inflight, duration, timeout).await?;
+                bench::echo::load(&cli.amqp_url, &queue, inflight, duration, timeout, confirm)
+                    .await?;
             if delete_queue {
                 bench::echo::delete_queue(&cli.amqp_url, &queue).await?;
             }
