@@ -133,24 +133,37 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// The body of every error response (4xx and 5xx). Also the OpenAPI schema of those
+/// responses, so the document describes exactly what is serialised here.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope<'a> {
+    pub error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable, machine-readable reason: `bad_request`, `invalid_symbol`, `unauthorized`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `validation_failed`, `too_many_requests`,
+    /// `upstream_unavailable`, `upstream_rejected`, `quote_service_error`,
+    /// `quote_service_unavailable`, `database_unavailable`, `timeout`, `internal`.
+    #[schema(example = "not_found")]
+    pub code: &'a str,
+    /// For humans; wording may change.
+    #[schema(example = "no such symbol")]
+    pub message: &'a str,
+    /// The request's id (also the `x-request-id` response header): quote it in a support
+    /// request, it finds the request in both services' logs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
+    #[schema(example = "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10")]
+    pub request_id: Option<&'a str>,
 }
 
 /// Renders the envelope; also used for responses produced outside handlers (panics).
 pub fn envelope_response(status: StatusCode, code: &str, message: &str) -> Response {
     let request_id = request_id::current();
-    let body = serde_json::to_vec(&Envelope {
-        error: Body {
+    let body = serde_json::to_vec(&ErrorEnvelope {
+        error: ErrorBody {
             code,
             message,
             request_id: request_id.as_deref(),

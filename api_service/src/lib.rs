@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod pagination;
 pub mod request_id;
 pub mod routes;

@@ -13,31 +13,62 @@ use crate::state::AppState;
 /// How long `/readyz` waits for the database before calling it down.
 const DB_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// 200 whenever the process serves HTTP at all.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-#[derive(Serialize)]
-struct Check {
+/// 200 whenever the process serves HTTP at all.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the process serves HTTP",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
     ok: bool,
+    /// Why not, when `ok` is false.
+    #[schema(example = "ok")]
     detail: String,
 }
 
-#[derive(Serialize)]
-struct Checks {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Checks {
     database: Check,
     quote_transport: Check,
 }
 
-#[derive(Serialize)]
-struct Readiness {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready")]
     status: &'static str,
     checks: Checks,
 }
 
 /// 200 only when a `/stock` request could succeed now: the database answers a ping and the
 /// quote transport has a consumer. 503 with the failing check(s) otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: a quote request could succeed now",
+    description = "Pings the database and checks that a quote service is there to answer. \
+        Unlike every other endpoint, the 503 body is this report, not the error envelope.",
+    responses(
+        (status = 200, description = "Ready", body = Readiness,
+            example = json!({"status": "ready", "checks": {"database": {"ok": true, "detail": "ok"}, "quote_transport": {"ok": true, "detail": "ready"}}})),
+        (status = 503, description = "Not ready; the failing checks say why", body = Readiness,
+            example = json!({"status": "not_ready", "checks": {"database": {"ok": true, "detail": "ok"}, "quote_transport": {"ok": false, "detail": "no quote worker is consuming queue \"quotes.rpc\""}}})),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(DB_PING_TIMEOUT, state.store.ping()).await {
@@ -74,6 +105,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus text exposition of this instance's counters and histograms.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "HTTP requests and latency by route and status, quote RPCs by outcome and \
+        latency, coalesced quote requests, database pool size and idle connections.",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some((flights, joined)) = state.transport.flight_counts() {
         state.metrics.set_flight_counts(flights, joined);

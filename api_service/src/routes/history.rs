@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiQuery;
 use crate::pagination::{Cursor, parse_limit};
 use crate::state::AppState;
@@ -22,14 +22,22 @@ pub struct HistoryParams {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HistoryItem {
+    /// When the quote was requested (UTC, RFC 3339, whole seconds).
+    #[schema(format = DateTime, example = "2024-05-10T20:00:09Z")]
     date: String,
+    #[schema(example = "APPLE")]
     name: String,
+    #[schema(example = "AAPL.US")]
     symbol: String,
+    #[schema(example = 182.35)]
     open: f64,
+    #[schema(example = 184.2)]
     high: f64,
+    #[schema(example = 181.9)]
     low: f64,
+    #[schema(example = 183.05)]
     close: f64,
 }
 
@@ -47,6 +55,35 @@ impl From<HistoryEntry> for HistoryItem {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/history",
+    tag = "quotes",
+    summary = "The caller's own quote requests, newest first",
+    description = "Keyset-paginated: when more entries exist, the `Link` header holds the URL \
+        of the next page (`rel=\"next\"`); follow it until it is absent. Pages stay stable \
+        while new quotes are recorded.",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Entries per page (default 100)", example = 50),
+        ("cursor" = Option<String>, Query,
+            description = "Opaque position from a previous page's `Link` header; absent for the first page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of history (possibly empty)", body = [HistoryItem],
+            headers(("Link" = String, description = "Present when another page exists: \
+                `</api/v1/users/history?limit=50&cursor=aDE6NDI>; rel=\"next\"`"))),
+        (status = 400, description = "`limit` out of range or not a number, or a cursor this API did not issue", body = ErrorEnvelope,
+            examples(
+                ("bad limit" = (value = json!({"error": {"code": "bad_request", "message": "limit must be a whole number between 1 and 1000, got \"0\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+                ("bad cursor" = (value = json!({"error": {"code": "bad_request", "message": "invalid cursor; pass back the one from the Link header", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+            )),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = user.id))]
 pub async fn history(
     State(state): State<AppState>,

@@ -8,26 +8,56 @@ use tracing::instrument;
 
 use crate::auth::login_throttle::ClientAddr;
 use crate::auth::user_cache::UserRecord;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
+    #[schema(example = "alice")]
     username: String,
+    #[schema(value_type = String, format = Password, example = "alice-password")]
     password: SecretString,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    #[schema(example = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")]
     token: String,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 3600)]
     expires_in: u64,
 }
 
 /// Wrong password and unknown user give the same 401 after the same argon2 work, so
 /// neither the answer nor its timing tells which usernames exist. Repeated failures for a
 /// username or from an address get 429 before any work (see `auth::login_throttle`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "auth",
+    summary = "Exchange a username and password for a bearer token",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, response = crate::openapi::BadJsonBody),
+        (status = 401, description = "Wrong username or password (the same answer for both)",
+            body = ErrorEnvelope,
+            example = json!({"error": {"code": "unauthorized", "message": "invalid username or password", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::InvalidJsonShape),
+        (status = 429, description = "Too many failed logins for this username or from this address",
+            body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds until logins are accepted again")),
+            example = json!({"error": {"code": "too_many_requests", "message": "too many failed logins; try again later", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), username = tracing::field::Empty))]
 pub async fn login(
     State(state): State<AppState>,

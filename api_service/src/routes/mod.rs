@@ -18,16 +18,40 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state, map_request};
 use axum::response::Response;
-use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
 use crate::error::{ApiError, envelope_response};
 use crate::extract::BODY_LIMIT;
+use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::state::AppState;
 use crate::{metrics, request_id};
+
+/// Every endpoint, each registered through its `#[utoipa::path]` annotation: the one place
+/// that decides both what the router serves and what the OpenAPI document lists.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(login::login))
+        .routes(routes!(stock::stock))
+        .routes(routes!(history::history))
+        .routes(routes!(users::create))
+        .routes(routes!(stats::stats))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The OpenAPI document as served at [`OPENAPI_PATH`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
 
 pub fn router(state: AppState) -> Router {
     let layers = ServiceBuilder::new()
@@ -44,15 +68,8 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(panic_response));
 
-    Router::new()
-        .route("/api/v1/login", post(login::login))
-        .route("/api/v1/stock", get(stock::stock))
-        .route("/api/v1/users/history", get(history::history))
-        .route("/api/v1/users", post(users::create))
-        .route("/api/v1/stats", get(stats::stats))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let (api, openapi) = api_routes().split_for_parts();
+    api.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -11,12 +11,30 @@ use crate::state::AppState;
 
 pub const TOP_N: u32 = 5;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StatsItem {
+    /// Lower-case symbol (requests are counted case-insensitively).
+    #[schema(example = "aapl.us")]
     stock: String,
+    #[schema(example = 42)]
     times_requested: i64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = "admin",
+    summary = "The five most requested symbols (admins only)",
+    description = "Counts every quote served to any user; highest count first, ties by symbol.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Up to five symbols with their request counts", body = [StatsItem]),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id))]
 pub async fn stats(
     State(state): State<AppState>,

@@ -11,7 +11,7 @@ use shared::Symbol;
 use tracing::instrument;
 
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiQuery;
 use crate::request_id;
 use crate::state::AppState;
@@ -22,13 +22,57 @@ pub struct StockParams {
     q: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StockResponse {
+    /// As the feed spells it (upper case).
+    #[schema(example = "AAPL.US")]
     symbol: String,
+    #[schema(example = "APPLE")]
     company_name: String,
+    /// The latest close price.
+    #[schema(example = 183.05)]
     quote: f64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stock",
+    tag = "quotes",
+    summary = "Get a stock quote (and record it in the caller's history)",
+    description = "Fetches the quote from the quote service and commits it to the caller's \
+        history before answering, so a 200 is always found in `/api/v1/users/history`.",
+    params(
+        ("q" = String, Query, description = "Stock symbol as stooq spells it (case-insensitive): \
+            ASCII letters, digits and `.` `^` `-` `_`, at most 20 characters", example = "aapl.us"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The quote", body = StockResponse),
+        (status = 400, description = "`q` is missing or breaks the symbol rules", body = ErrorEnvelope,
+            examples(
+                ("missing q" = (value = json!({"error": {"code": "bad_request", "message": "missing query parameter q (e.g. ?q=aapl.us)", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+                ("invalid symbol" = (value = json!({"error": {"code": "invalid_symbol", "message": "symbol contains '/'; only ASCII letters, digits and . ^ - _ are allowed", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+            )),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "The feed knows no such symbol", body = ErrorEnvelope,
+            example = json!({"error": {"code": "not_found", "message": "stooq has no quote for symbol xxxx.us", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 502, description = "The quote service or the feed behind it failed", body = ErrorEnvelope,
+            examples(
+                ("feed down" = (value = json!({"error": {"code": "upstream_unavailable", "message": "stooq answered with an empty body", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+                ("feed refused" = (value = json!({"error": {"code": "upstream_rejected", "message": "stooq asks for an API key: set STOOQ_API_KEY (or check that it is valid)", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+                ("quote service failed" = (value = json!({"error": {"code": "quote_service_error", "message": "quote service failed: internal error", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+            )),
+        (status = 503, description = "No quote service is available, or the database is down; `Retry-After: 1`", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
+            examples(
+                ("no quote service" = (value = json!({"error": {"code": "quote_service_unavailable", "message": "the quote service is unavailable, try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+                ("database down" = (value = json!({"error": {"code": "database_unavailable", "message": "the database is unavailable, try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+            )),
+        (status = 504, description = "No quote within the RPC timeout", body = ErrorEnvelope,
+            example = json!({"error": {"code": "timeout", "message": "the quote service did not answer in time", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+    )
+)]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = user.id, symbol = tracing::field::Empty))]
 pub async fn stock(
     State(state): State<AppState>,

@@ -9,24 +9,36 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::store::{Role, User};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
+    /// 1-64 characters: ASCII letters, digits and `.` `_` `-` `@`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._@-]+$",
+        example = "bob"
+    )]
     username: String,
+    /// 8-128 characters.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128, example = "correct horse battery")]
     password: SecretString,
     role: Role,
 }
 
 /// A user as the API shows it: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    #[schema(example = 2)]
     id: i64,
+    #[schema(example = "bob")]
     username: String,
     role: Role,
+    #[schema(example = "2024-05-10T20:00:09.123456Z")]
     created_at: DateTime<Utc>,
 }
 
@@ -41,6 +53,27 @@ impl From<User> for UserView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "admin",
+    summary = "Create a user (admins only)",
+    request_body = CreateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, response = crate::openapi::BadJsonBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, description = "The username is taken", body = ErrorEnvelope,
+            example = json!({"error": {"code": "conflict", "message": "username \"bob\" is already taken", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::InvalidJsonShape),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,

@@ -29,7 +29,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A user's role; admins may read stats and create users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

@@ -1,0 +1,140 @@
+//! The OpenAPI 3.1 document, generated from the code: each handler's `#[utoipa::path]`
+//! annotation registers its route *and* documents it (see [`crate::routes::api_routes`]), so
+//! the router and the document cannot list different endpoints. This module holds what is
+//! shared across operations: the document's header, the bearer scheme and the reusable error
+//! responses, all of which use the one error envelope ([`crate::error::ErrorEnvelope`]).
+//!
+//! Served at [`OPENAPI_PATH`], browsable with Swagger UI at [`DOCS_PATH`].
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToResponse};
+
+use crate::error::ErrorEnvelope;
+
+/// Where the JSON document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// Where Swagger UI is served (its assets are embedded in the binary at build time).
+pub const DOCS_PATH: &str = "/docs";
+/// Name of the security scheme the authenticated operations require.
+pub const BEARER: &str = "bearer";
+
+/// The document's header and shared components; paths are added by the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stock quotes API",
+        description = "Log in for a bearer token, ask for stock quotes (each one is recorded in \
+            your history), page through that history, and - as an admin - read the most \
+            requested symbols and create users.\n\n\
+            Every error response has the same JSON envelope: \
+            `{\"error\":{\"code\":\"...\",\"message\":\"...\",\"request_id\":\"...\"}}`. \
+            Branch on `code` (stable); `message` is for humans; quote `request_id` (also in the \
+            `x-request-id` response header) when reporting a problem."
+    ),
+    modifiers(&BearerScheme),
+    components(
+        schemas(ErrorEnvelope),
+        responses(
+            Unauthorized,
+            Forbidden,
+            BadJsonBody,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            InvalidJsonShape,
+            DatabaseUnavailable,
+            Internal
+        )
+    ),
+    tags(
+        (name = "auth", description = "Obtaining a bearer token"),
+        (name = "quotes", description = "Stock quotes and the caller's own history"),
+        (name = "admin", description = "Admins only: statistics and user management"),
+        (name = "operations", description = "Health, readiness and Prometheus metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// Registers the `bearer` scheme: `Authorization: Bearer <JWT from /api/v1/login>`.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "The `token` from `POST /api/v1/login`, sent as \
+                         `Authorization: Bearer <token>`. HS256 JWT; expires after JWT_TTL.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// No usable credentials: the bearer token is missing, malformed, expired, or its user no
+/// longer exists. `WWW-Authenticate` says which (RFC 6750).
+#[derive(ToResponse)]
+#[response(
+    headers(("WWW-Authenticate" = String, description = "`Bearer`, or `Bearer error=\"invalid_token\"` when a token was sent but rejected")),
+    examples(
+        ("missing token" = (value = json!({"error": {"code": "unauthorized", "message": "missing bearer token", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+        ("invalid token" = (value = json!({"error": {"code": "unauthorized", "message": "token expired", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+    )
+)]
+pub struct Unauthorized(pub ErrorEnvelope<'static>);
+
+/// Authenticated, but the caller's role (as stored now, not as in the token) is not admin.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "forbidden", "message": "this endpoint is for admins only", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct Forbidden(pub ErrorEnvelope<'static>);
+
+/// The body is not valid JSON.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "bad_request", "message": "Failed to parse the request body as JSON: expected value at line 1 column 1", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct BadJsonBody(pub ErrorEnvelope<'static>);
+
+/// The body is over the 16 KiB limit.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "payload_too_large", "message": "request body is larger than 16 KiB", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct PayloadTooLarge(pub ErrorEnvelope<'static>);
+
+/// The body was not sent as `Content-Type: application/json`.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "unsupported_media_type", "message": "expected a JSON body with Content-Type: application/json", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct UnsupportedMediaType(pub ErrorEnvelope<'static>);
+
+/// Valid JSON of the wrong shape: a missing field, a wrong type, an unknown role, a password
+/// that is too short.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "validation_failed", "message": "Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 20", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct InvalidJsonShape(pub ErrorEnvelope<'static>);
+
+/// The database cannot be reached; `Retry-After: 1`. Details go to the server log only.
+#[derive(ToResponse)]
+#[response(
+    headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
+    example = json!({"error": {"code": "database_unavailable", "message": "the database is unavailable, try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct DatabaseUnavailable(pub ErrorEnvelope<'static>);
+
+/// A bug or unexpected failure; the cause is in the server log under the request id.
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "internal", "message": "internal error", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct Internal(pub ErrorEnvelope<'static>);
