@@ -599,6 +599,7 @@ async fn plain_runs(
     let mut peaks = RssFigures::before_runs(&stack.pids());
     for n in 1..=cfg.runs {
         stack.ensure_running()?;
+        let rows_before = stack.db.settled_history_rows().await?;
         let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
         let result = wrk::run(
             &stack.api_url,
@@ -608,7 +609,9 @@ async fn plain_runs(
         )
         .await?;
         peaks.add_run(&sampler.finish().await);
-        let fig = RunFigures::from_wrk(&result);
+        let mut fig = RunFigures::from_wrk(&result);
+        // Reads and logins must not write history: zero rows for zero /stock 200s.
+        fig.rows_added = Some(stack.db.settled_history_rows().await? - rows_before);
         progress(
             name,
             n,
@@ -621,6 +624,16 @@ async fn plain_runs(
         runs.push(fig);
     }
     Ok((runs, peaks))
+}
+
+/// The read scenarios' share of "nothing lost": no run added or removed a history row.
+fn no_rows_written(runs: &[RunFigures]) -> Check {
+    let added: Vec<i64> = runs.iter().filter_map(|r| r.rows_added).collect();
+    Check {
+        name: "history rows unchanged".into(),
+        passed: added.iter().all(|a| *a == 0),
+        detail: format!("rows added per run: {added:?}"),
+    }
 }
 
 /// Seeds `rows` history rows for one user through the store's own bulk insert, spread over
@@ -827,6 +840,7 @@ async fn read_runs(
         plain_runs(cfg, stack, name, plan, cfg.connections, timeout, work_dir).await?;
     let mut saturated = ScenarioReport::new(name, description, cfg.connections, runs);
     saturated.checks = checks.clone();
+    saturated.checks.push(no_rows_written(&saturated.runs));
     saturated.memory = stack.memory(&peaks).into_iter().collect();
     saturated.extra.insert(
         "seed_seconds".into(),
@@ -861,6 +875,7 @@ async fn read_runs(
             runs,
         );
         paced.checks = checks;
+        paced.checks.push(no_rows_written(&paced.runs));
         paced.memory = stack.memory(&peaks).into_iter().collect();
         paced
             .extra
@@ -959,6 +974,7 @@ async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
             runs,
         );
         report.memory = stack.memory(&peaks).into_iter().collect();
+        report.checks.push(no_rows_written(&report.runs));
         report.checks.push(Check {
             name: "zero errors".into(),
             passed: report.runs.iter().all(|r| r.errors == 0),
