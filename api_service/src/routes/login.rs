@@ -46,6 +46,7 @@ pub struct LoginResponse {
         (status = 400, response = crate::openapi::BadJsonBody),
         (status = 401, description = "Wrong username or password (the same answer for both)",
             body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`")),
             example = json!({"error": {"code": "unauthorized", "message": "invalid username or password", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
