@@ -12,6 +12,8 @@ use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use std::sync::Arc;
 
+use crate::store::PoolStats;
+
 /// Latency buckets in seconds: fine-grained around the 20 ms p99 target, up to the RPC
 /// timeout range.
 const BUCKETS: &[f64] = &[
@@ -59,6 +61,22 @@ impl Metrics {
                 "quote_rpc_coalesced_total",
                 "Quote requests answered by joining an identical RPC already in flight"
             );
+            metrics::describe_gauge!(
+                "db_pool_connections",
+                "Database connections open now, idle or in use"
+            );
+            metrics::describe_gauge!(
+                "db_pool_idle_connections",
+                "Open database connections not in use"
+            );
+            metrics::describe_gauge!(
+                "db_pool_max_connections",
+                "Ceiling of the database pool (DATABASE_MAX_CONNECTIONS)"
+            );
+            metrics::describe_gauge!(
+                "quote_transport_ready",
+                "1 when a quote request could be answered now (connected, a worker consuming), else 0"
+            );
             metrics::describe_histogram!(
                 "quote_rpc_duration_seconds",
                 metrics::Unit::Seconds,
@@ -98,6 +116,22 @@ impl Metrics {
         self.record(|| {
             metrics::counter!("quote_rpc_flights_total").absolute(flights);
             metrics::counter!("quote_rpc_coalesced_total").absolute(joined);
+        });
+    }
+
+    /// Publishes the database pool's occupancy (read at scrape time).
+    pub fn set_pool_stats(&self, stats: PoolStats) {
+        self.record(|| {
+            metrics::gauge!("db_pool_connections").set(f64::from(stats.size));
+            metrics::gauge!("db_pool_idle_connections").set(stats.idle as f64);
+            metrics::gauge!("db_pool_max_connections").set(f64::from(stats.max));
+        });
+    }
+
+    /// Publishes whether the quote transport is ready (read at scrape time).
+    pub fn set_transport_ready(&self, ready: bool) {
+        self.record(|| {
+            metrics::gauge!("quote_transport_ready").set(if ready { 1.0 } else { 0.0 });
         });
     }
 
@@ -148,5 +182,30 @@ mod tests {
             "{text}"
         );
         assert!(!b.render().contains("http_requests_total{"));
+    }
+
+    #[test]
+    fn pool_and_readiness_gauges_show_the_latest_values() {
+        let m = Metrics::new();
+        m.set_pool_stats(PoolStats {
+            size: 4,
+            idle: 1,
+            max: 10,
+        });
+        m.set_pool_stats(PoolStats {
+            size: 3,
+            idle: 2,
+            max: 10,
+        });
+        m.set_transport_ready(false);
+        let text = m.render();
+        for line in [
+            "db_pool_connections 3",
+            "db_pool_idle_connections 2",
+            "db_pool_max_connections 10",
+            "quote_transport_ready 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::auth::{Hasher, JwtKeys, UserCache};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
-    HistoryEntry, NewHistoryEntry, NewUser, Role, StockCount, Store, StoreError, User,
+    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, Role, StockCount, Store, StoreError, User,
 };
 use crate::transport::{QuoteTransport, TransportError};
 
@@ -146,6 +146,14 @@ impl Store for MemoryStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check().map(|_| ())
+    }
+    /// One pretend connection, idle between calls.
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: 1,
+            idle: 1,
+            max: 1,
+        }
     }
     async fn migrate(&self) -> Result<(), StoreError> {
         Ok(())

@@ -395,6 +395,28 @@ async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// What `/metrics` publishes: the configured ceiling, the connections open, and all of them
+/// idle again once nothing is in flight (a released connection returns asynchronously).
+async fn pool_stats_report_the_pool(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let stats = store.pool_stats();
+    assert_eq!(stats.max, 8, "{stats:?}");
+    assert!(stats.size >= 1 && stats.size <= stats.max, "{stats:?}");
+    assert!(stats.idle <= stats.size as usize, "{stats:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let stats = store.pool_stats();
+        if stats.idle == stats.size as usize {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never returned to idle: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn close_commits_queued_rows_then_refuses(store: Arc<dyn Store>) {
     let u = store.create_user(user("closer")).await.unwrap();
     let tasks: Vec<_> = (0..20)
@@ -463,6 +485,7 @@ contract_tests!(
     seed_history_matches_record_quote,
     migrate_is_idempotent,
     ping_answers,
+    pool_stats_report_the_pool,
     close_commits_queued_rows_then_refuses,
 );
 

@@ -112,7 +112,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     tag = "operations",
     summary = "Prometheus metrics",
     description = "HTTP requests and latency by route and status, quote RPCs by outcome and \
-        latency, coalesced quote requests, database pool size and idle connections.",
+        latency, coalesced quote requests, quote transport readiness, database pool size, idle \
+        connections and ceiling.",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
@@ -122,6 +123,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some((flights, joined)) = state.transport.flight_counts() {
         state.metrics.set_flight_counts(flights, joined);
     }
+    state.metrics.set_pool_stats(state.store.pool_stats());
+    state
+        .metrics
+        .set_transport_ready(state.transport.is_ready());
     (
         [(
             header::CONTENT_TYPE,

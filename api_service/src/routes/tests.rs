@@ -807,6 +807,16 @@ async fn metrics_count_by_matched_route_and_status() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    // Read from the store and the transport at scrape time (the memory store reports one
+    // idle connection).
+    for line in [
+        "db_pool_connections 1",
+        "db_pool_idle_connections 1",
+        "db_pool_max_connections 1",
+        "quote_transport_ready 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
     assert!(!text.contains("/no/such/path"));
 }
 

@@ -108,6 +108,18 @@ pub struct StockCount {
     pub times_requested: i64,
 }
 
+/// The connection pool at one instant, published by `/metrics` so an operator can see a pool
+/// that is exhausted (`size == max`, `idle == 0`) before requests start timing out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Connections open now, idle or in use.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: usize,
+    /// The configured ceiling (`DATABASE_MAX_CONNECTIONS`).
+    pub max: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Unique constraint hit, e.g. a username that already exists.
@@ -157,6 +169,8 @@ pub trait Store: Send + Sync + 'static {
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError>;
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Pool occupancy now (no I/O), for `/metrics`.
+    fn pool_stats(&self) -> PoolStats;
 
     /// Applies the embedded schema migrations for this backend (idempotent; on PostgreSQL an
     /// advisory lock makes concurrent start-ups of several instances safe).

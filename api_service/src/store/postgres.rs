@@ -17,8 +17,8 @@ use tracing::instrument;
 
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::{
-    HistoryEntry, NewHistoryEntry, NewUser, StockCount, Store, StoreError, User, counter_key,
-    migrations, truncate_to_micros,
+    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
+    counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a request waits for a pooled connection before answering 503.
@@ -296,6 +296,14 @@ impl Store for PostgresStore {
         }
         .write_batch(&rows)
         .await
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]

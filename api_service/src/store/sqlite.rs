@@ -20,8 +20,8 @@ use tracing::instrument;
 
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::{
-    HistoryEntry, NewHistoryEntry, NewUser, StockCount, Store, StoreError, User, counter_key,
-    migrations, truncate_to_micros,
+    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
+    counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a connection waits for another writer's lock before giving up (→ 503).
@@ -298,6 +298,14 @@ impl Store for SqliteStore {
         }
         .write_batch(&rows)
         .await
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     #[instrument(skip_all, fields(backend = "sqlite"))]
