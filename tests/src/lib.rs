@@ -69,6 +69,7 @@ pub struct StackBuilder {
     rpc_timeout: Duration,
     start_quote_service: bool,
     stooq_latency: Duration,
+    stooq_api_key: Option<String>,
     quote_tweaks: Vec<QuoteTweak>,
     api_tweaks: Vec<ApiTweak>,
 }
@@ -83,6 +84,7 @@ pub fn stack() -> StackBuilder {
         rpc_timeout: Duration::from_secs(2),
         start_quote_service: true,
         stooq_latency: Duration::ZERO,
+        stooq_api_key: None,
         quote_tweaks: Vec::new(),
         api_tweaks: Vec::new(),
     }
@@ -115,6 +117,11 @@ impl StackBuilder {
         self.stooq_latency = latency;
         self
     }
+    /// The fake feed requires this `apikey` (and the worker is configured to send it).
+    pub fn stooq_api_key(mut self, key: &str) -> Self {
+        self.stooq_api_key = Some(key.to_owned());
+        self
+    }
     /// Adjusts the quote worker's settings after the test defaults are applied (the same
     /// settings are reused by [`TestApp::restart_quote_service`]).
     pub fn quote_settings(
@@ -143,7 +150,11 @@ impl StackBuilder {
             Backend::Postgres => provision::fresh_postgres_or_skip().await?,
         };
 
-        let stooq = FakeStooq::start().await;
+        let stooq = FakeStooq::start_with(fake_stooq::FakeConfig {
+            api_key: self.stooq_api_key.clone(),
+            ..fake_stooq::FakeConfig::default()
+        })
+        .await;
         stooq.set_latency(self.stooq_latency);
 
         let mut quote_settings = match self.transport {
@@ -153,6 +164,7 @@ impl StackBuilder {
         // Fetch every request from the fake so tests can count upstream hits themselves.
         quote_settings.cache_ttl = Duration::ZERO;
         quote_settings.not_found_cache_ttl = Duration::ZERO;
+        quote_settings.stooq_api_key = self.stooq_api_key.map(SecretString::from);
         for tweak in self.quote_tweaks {
             tweak(&mut quote_settings);
         }

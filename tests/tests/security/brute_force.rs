@@ -1,0 +1,214 @@
+//! Password guessing: throttled per username and per client address with 429 and
+//! `Retry-After`, without touching other users; and a login takes as long for an unknown
+//! username as for a wrong password, so timing does not reveal which accounts exist.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use api_service::store::Role;
+use reqwest::Response;
+use serde_json::json;
+use tests::{PASSWORD, TestApp, stack};
+
+async fn login_from(
+    client: &reqwest::Client,
+    app: &TestApp,
+    user: &str,
+    password: &str,
+) -> Response {
+    client
+        .post(app.url("/api/v1/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts a 429 with the envelope and a `Retry-After` of 1..=`max` seconds.
+async fn assert_throttled(response: Response, max: Duration, what: &str) {
+    assert_eq!(response.status(), 429, "{what}");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=max.as_secs()).contains(&retry_after),
+        "{what}: Retry-After {retry_after}"
+    );
+    assert_eq!(
+        tests::error_code(response).await,
+        "too_many_requests",
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_for_one_username_lock_it_out_and_nobody_else() {
+    const LOCKOUT: Duration = Duration::from_secs(2);
+    let Some(app) = stack()
+        .api_settings(|s| {
+            s.login_max_failures = 3;
+            s.login_max_failures_per_ip = 0;
+            s.login_lockout = LOCKOUT;
+        })
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    app.create_user("alice", Role::User).await;
+    app.create_user("bob", Role::User).await;
+
+    for _ in 0..3 {
+        assert_eq!(app.login("alice", "guess").await.status(), 401);
+    }
+    assert_throttled(app.login("alice", "guess").await, LOCKOUT, "4th guess").await;
+    assert_throttled(
+        app.login("alice", PASSWORD).await,
+        LOCKOUT,
+        "even the right password",
+    )
+    .await;
+    assert_eq!(
+        app.login("bob", PASSWORD).await.status(),
+        200,
+        "other users log in"
+    );
+    // An unknown username locks the same way: a 429 tells nothing about existence.
+    for _ in 0..3 {
+        assert_eq!(app.login("nobody", "guess").await.status(), 401);
+    }
+    assert_throttled(app.login("nobody", "guess").await, LOCKOUT, "unknown user").await;
+
+    tokio::time::sleep(LOCKOUT + Duration::from_millis(100)).await;
+    assert_eq!(
+        app.login("alice", PASSWORD).await.status(),
+        200,
+        "lockout over"
+    );
+    // A success clears the count: alice has her full allowance again.
+    for _ in 0..2 {
+        assert_eq!(app.login("alice", "guess").await.status(), 401);
+    }
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_one_address_lock_it_out_and_no_other_address() {
+    const LOCKOUT: Duration = Duration::from_secs(60);
+    let Some(app) = stack()
+        .api_settings(|s| {
+            s.login_max_failures = 0;
+            s.login_max_failures_per_ip = 5;
+            s.login_lockout = LOCKOUT;
+        })
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    app.create_user("alice", Role::User).await;
+    app.create_user("bob", Role::User).await;
+    // The attacker connects from another loopback address (all of 127/8 is local).
+    let attacker = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
+
+    for i in 0..5 {
+        let response = login_from(&attacker, &app, &format!("user{i}"), "guess").await;
+        assert_eq!(response.status(), 401, "spray {i}");
+    }
+    let sixth = login_from(&attacker, &app, "alice", "guess").await;
+    assert_throttled(sixth, LOCKOUT, "6th failure from the address").await;
+    let right = login_from(&attacker, &app, "bob", PASSWORD).await;
+    assert_throttled(right, LOCKOUT, "the address, whatever it sends").await;
+
+    assert_eq!(
+        app.login("alice", PASSWORD).await.status(),
+        200,
+        "127.0.0.1 unaffected"
+    );
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_guesses_cannot_overshoot_the_limit() {
+    let Some(app) = stack()
+        .api_settings(|s| {
+            s.login_max_failures = 3;
+            s.login_max_failures_per_ip = 0;
+        })
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    app.create_user("alice", Role::User).await;
+
+    let answers = futures::future::join_all((0..20).map(|_| app.login("alice", "guess"))).await;
+
+    let guessed = answers.iter().filter(|r| r.status() == 401).count();
+    let throttled = answers.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(
+        (guessed, throttled),
+        (3, 17),
+        "exactly the allowance was checked"
+    );
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Timing is statistical: 30 samples of each, interleaved in ABBA order, compared by median
+/// (robust to the scheduling noise of a shared 2-core machine). A real difference (skipping argon2 for an
+/// unknown user) would be 20x, not the 35% tolerated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_and_wrong_passwords_take_the_same_time() {
+    const SAMPLES: usize = 30;
+    let Some(app) = stack()
+        .api_settings(|s| {
+            s.login_max_failures = 0;
+            s.login_max_failures_per_ip = 0;
+        })
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    app.create_user("alice", Role::User).await;
+    for _ in 0..3 {
+        app.login("alice", "warm up").await;
+    }
+
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES {
+        let ghost = format!("ghost{i}");
+        let timed = async |user: &str| {
+            let started = Instant::now();
+            assert_eq!(app.login(user, "wrong password").await.status(), 401);
+            started.elapsed()
+        };
+        // ABBA order: strict alternation would tie each kind to every other blocking-pool
+        // thread (and so to one core, maybe shared with a busy process), which skews one
+        // kind by a third or more on a loaded machine.
+        if i % 2 == 0 {
+            wrong.push(timed("alice").await);
+            unknown.push(timed(&ghost).await);
+        } else {
+            unknown.push(timed(&ghost).await);
+            wrong.push(timed("alice").await);
+        }
+    }
+
+    let (wrong, unknown) = (median(wrong), median(unknown));
+    eprintln!("median login: wrong password {wrong:?}, unknown user {unknown:?}");
+    let (fast, slow) = (wrong.min(unknown), wrong.max(unknown));
+    assert!(
+        fast.as_secs_f64() >= slow.as_secs_f64() * 0.65,
+        "wrong password {wrong:?} vs unknown user {unknown:?}"
+    );
+}
