@@ -312,12 +312,23 @@ impl Stack {
         count: usize,
         admin: bool,
     ) -> Result<Vec<BenchUser>> {
+        self.create_users_with(prefix, count, admin, true).await
+    }
+
+    /// [`Self::create_users`], logging in only when `login` (otherwise `token` is empty).
+    pub async fn create_users_with(
+        &self,
+        prefix: &str,
+        count: usize,
+        admin: bool,
+        login: bool,
+    ) -> Result<Vec<BenchUser>> {
         use api_service::store::Role;
         let store = api_service::store::connect(&self.db.url, 2).await?;
         let role = if admin { Role::Admin } else { Role::User };
         let mut created = Vec::with_capacity(count);
         for n in 0..count {
-            let username = format!("{prefix}{n:02}");
+            let username = format!("{prefix}{n:03}");
             let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
             let user = api_service::users::create_user(
                 store.as_ref(),
@@ -332,7 +343,11 @@ impl Stack {
         store.close().await;
         let mut users = Vec::with_capacity(count);
         for (id, username, password) in created {
-            let token = self.login(&username, &password).await?;
+            let token = if login {
+                self.login(&username, &password).await?
+            } else {
+                String::new()
+            };
             users.push(BenchUser {
                 id,
                 username,
