@@ -168,6 +168,19 @@ pub async fn run(settings: Settings) -> Result<Summary> {
     std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", settings.output.display()))?;
     println!("JSON summary: {}", settings.output.display());
+    let markdown_path = settings.output.with_extension("md");
+    std::fs::write(
+        &markdown_path,
+        report::markdown(
+            &summary.scenarios,
+            &summary.targets,
+            &summary.machine,
+            summary.runs,
+            summary.duration_s,
+        ),
+    )
+    .with_context(|| format!("writing {}", markdown_path.display()))?;
+    println!("Markdown tables: {}", markdown_path.display());
     let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
     Ok(summary)
 }

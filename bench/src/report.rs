@@ -320,3 +320,91 @@ pub fn table(reports: &[ScenarioReport], targets: &[Target]) -> String {
     }
     s
 }
+
+/// The same figures as Markdown, for pasting into BENCHMARKS.md.
+pub fn markdown(
+    reports: &[ScenarioReport],
+    targets: &[Target],
+    machine: &Machine,
+    runs: u16,
+    duration_s: f64,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), {} GiB RAM, Linux {}; {}; commit {}. Medians of {runs} runs of {duration_s:.0} s each.\n",
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_gib,
+        machine.kernel,
+        machine.wrk,
+        machine.git_commit
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | conns | req/s | x echo | p50 ms | p99 ms | max ms | errors | checks |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for r in reports {
+        let ratio = r
+            .ratio_to_echo
+            .map_or_else(|| "".to_owned(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
+            r.name,
+            r.connections,
+            r.median.rps,
+            ratio,
+            r.median.p50_ms,
+            r.median.p99_ms,
+            r.median.max_ms,
+            r.median.errors,
+            if all_checks_pass(r) {
+                "pass"
+            } else {
+                "**FAIL**"
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n| scenario | service | idle RSS MB | before runs MB | run peak MB | VmHWM MB |"
+    );
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: |");
+    for r in reports {
+        for (service, m) in &r.memory {
+            let _ = writeln!(
+                s,
+                "| `{}` | {service} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                r.name, m.idle_rss_mb, m.before_runs_rss_mb, m.sampled_peak_rss_mb, m.peak_rss_mb
+            );
+        }
+    }
+    let _ = writeln!(s, "\n| scenario | figure | value |");
+    let _ = writeln!(s, "| --- | --- | ---: |");
+    for r in reports {
+        for (k, v) in &r.extra {
+            let value = v
+                .as_f64()
+                .map_or_else(|| v.to_string(), |x| format!("{x:.3}"));
+            let _ = writeln!(s, "| `{}` | {k} | {value} |", r.name);
+        }
+    }
+    let _ = writeln!(s, "\n| scenario | target | measured | met |");
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for t in targets {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} |",
+            t.scenario,
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        );
+    }
+    s
+}
