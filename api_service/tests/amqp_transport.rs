@@ -15,6 +15,8 @@ use api_service::transport::{
     AmqpConfig, AmqpTransport, QuoteTransport, SingleFlight, TransportError,
 };
 use common::{Mode, Responder, amqp_url, broker, declare, delete, sym, unique_queue, wait_until};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use shared::ErrorCode;
 
 async fn transport(queue: &str, timeout: Duration) -> AmqpTransport {
@@ -145,20 +147,113 @@ async fn queue_without_consumer_fails_fast() {
     delete(&admin, &queue).await;
 }
 
+/// Started before any worker: the transport declares the queue as the quote service does
+/// (so the worker can consume it when it comes), refuses calls at once, and logs no error -
+/// the broker never has to refuse a question about a missing queue.
 #[tokio::test]
-async fn missing_queue_fails_fast() {
-    let Some(_admin) = broker().await else { return };
+async fn missing_queue_is_declared_and_calls_fail_fast_without_error_logs() {
+    let Some(admin) = broker().await else { return };
+    let errors = ErrorLog::install();
     let queue = unique_queue();
     let t = transport(&queue, Duration::from_secs(5)).await;
     let started = Instant::now();
     match t.get_quote(&sym("aapl.us"), "r").await {
         Err(TransportError::Unavailable(reason)) => {
-            assert!(reason.contains("does not exist"), "{reason}")
+            assert!(reason.contains("no quote worker"), "{reason}")
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1));
+    // A few polls' worth.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(t.is_connected());
+    assert!(
+        t.readiness_detail().contains("no quote worker"),
+        "{}",
+        t.readiness_detail()
+    );
+    assert_eq!(errors.take(), Vec::<String>::new());
+
+    // The queue exists now, durable and without arguments, exactly as the quote service
+    // declares it: its own declaration succeeds.
+    let channel = admin.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the quote service's declaration matches the API's");
+    assert_eq!(declared.consumer_count(), 0);
     t.shutdown().await;
+    delete(&admin, &queue).await;
+}
+
+/// A queue declared with other properties (here the test helpers' non-durable, expiring
+/// queue) cannot be declared our way: the transport says so once and then only looks at it.
+/// Also shows the error capture works: the broker's refusal is logged by lapin at ERROR.
+#[tokio::test]
+async fn differently_declared_queue_is_polled_passively() {
+    let Some(admin) = broker().await else { return };
+    let errors = ErrorLog::install();
+    let queue = unique_queue();
+    let responder = Responder::start(&queue, Mode::Echo { max_delay_ms: 0 }).await;
+    let t = transport(&queue, Duration::from_secs(5)).await;
+    assert!(t.is_ready(), "{}", t.readiness_detail());
+    assert_eq!(t.consumer_count(), 1);
+    let quote = t.get_quote(&sym("s7"), "r").await.unwrap();
+    assert_eq!(quote.close, 7.0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let logged = errors.take();
+    assert!(
+        logged.len() == 1 && logged[0].contains("PRECONDITION"),
+        "one refusal, then passive polls: {logged:?}"
+    );
+    t.shutdown().await;
+    responder.stop().await;
+    delete(&admin, &queue).await;
+}
+
+/// Collects ERROR events from every thread of the test for its duration.
+struct ErrorLog {
+    events: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ErrorLog {
+    fn install() -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let layer = Collect(Arc::clone(&events));
+        // Global: lapin logs from its own tasks and threads. nextest runs each test in its
+        // own process; under `cargo test` the first test to install wins, which still
+        // captures every event of that process.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+        Self { events }
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
+
+struct Collect(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Collect {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut text = format!("{}:", event.metadata().target());
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    text.push_str(&format!(" {}={value:?}", field.name()));
+                },
+            );
+            self.0.lock().unwrap().push(text);
+        }
+    }
 }
 
 #[tokio::test]

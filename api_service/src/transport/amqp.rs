@@ -8,8 +8,16 @@
 //!
 //! Failing fast matters more than anything else here: a durable queue with no worker
 //! happily accepts messages that nobody will ever answer, so a background task polls the
-//! queue's consumer count (passive declare on a separate channel, every 500 ms) and calls
-//! are refused at once while it is zero, the queue is missing or the connection is down.
+//! queue's consumer count (a declare on a separate channel, every 500 ms) and calls are
+//! refused at once while it is zero, the queue is missing or the connection is down.
+//!
+//! The poll declares the queue exactly as the quote service does (durable, no arguments:
+//! see `quote_service/src/rpc_server.rs`), which is idempotent and answers with the consumer
+//! count. So the queue exists as soon as either side starts, and asking about it never
+//! fails: a passive declare of a missing queue would make the broker close the channel, which
+//! lapin logs at ERROR on every poll while the API waits for its first worker. Only a queue
+//! declared with other properties (which the quote service itself could not consume) makes
+//! the declare fail; the poll then falls back to passive declares for that connection.
 //! Publishes are `mandatory` on a confirm-mode channel, so a queue deleted between two polls
 //! still fails the call immediately through basic.return.
 //!
@@ -327,6 +335,38 @@ async fn connect(shared: &Arc<Shared>) -> lapin::Result<(Arc<Link>, Channel, Joi
     Ok((Arc::new(Link { connection, rpc }), monitor, replies))
 }
 
+/// How the poll asks about the request queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Poll {
+    /// Declare it as the quote service does: creates it when missing, never fails.
+    Declare,
+    /// Only look (the queue exists with other properties than ours); a missing queue closes
+    /// the monitor channel.
+    Passive,
+}
+
+impl Poll {
+    fn options(self) -> QueueDeclareOptions {
+        match self {
+            // Must equal the quote service's declaration, or the broker refuses one of them
+            // (PRECONDITION_FAILED).
+            Poll::Declare => QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            Poll::Passive => QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+        }
+    }
+}
+
+/// PRECONDITION_FAILED: the queue exists, declared with other properties.
+fn is_precondition_failed(err: &lapin::Error) -> bool {
+    matches!(err.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 406)
+}
+
 /// Keeps the consumer count fresh until the link breaks or shutdown; returns why it ended.
 async fn watch(
     shared: &Arc<Shared>,
@@ -336,6 +376,7 @@ async fn watch(
     first_attempt: &mut Option<oneshot::Sender<()>>,
 ) -> String {
     let queue = shared.config.queue.as_str();
+    let mut poll = Poll::Declare;
     loop {
         if !link.connection.status().connected() {
             return "connection to the message broker closed".into();
@@ -345,14 +386,7 @@ async fn watch(
         }
         let declared = tokio::time::timeout(
             Duration::from_secs(2),
-            monitor.queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            ),
+            monitor.queue_declare(queue.into(), poll.options(), FieldTable::default()),
         )
         .await;
         match declared {
@@ -366,15 +400,25 @@ async fn watch(
                 if !link.connection.status().connected() {
                     return format!("connection to the message broker lost: {err}");
                 }
-                // A passive declare of a missing queue closes the channel (404): note the
-                // absence and open a fresh monitor channel for the next poll.
-                shared.consumers.store(0, Ordering::Relaxed);
-                *lock(&shared.queue_state) = QueueState::Missing;
-                tracing::debug!(error = %err, queue, "request queue not available");
+                // Either refusal closes the monitor channel: open a fresh one for the next poll.
                 match link.connection.create_channel().await {
                     Ok(channel) => monitor = channel,
                     Err(err) => return format!("cannot open a channel: {err}"),
                 }
+                if poll == Poll::Declare && is_precondition_failed(&err) {
+                    tracing::warn!(
+                        queue,
+                        "the request queue exists with other properties than the quote \
+                         service declares (durable, no arguments); checking it passively"
+                    );
+                    poll = Poll::Passive;
+                    // Ask again at once rather than report a consumer count we do not have.
+                    continue;
+                }
+                // Passive declare of a missing queue (404): note the absence.
+                shared.consumers.store(0, Ordering::Relaxed);
+                *lock(&shared.queue_state) = QueueState::Missing;
+                tracing::debug!(error = %err, queue, "request queue not available");
             }
             Err(_) => return "broker stopped answering".into(),
         }
