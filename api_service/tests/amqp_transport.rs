@@ -172,7 +172,7 @@ async fn missing_queue_is_declared_and_calls_fail_fast_without_error_logs() {
         "{}",
         t.readiness_detail()
     );
-    assert_eq!(errors.take(), Vec::<String>::new());
+    assert_eq!(errors.mentioning(&queue), Vec::<String>::new());
 
     // The queue exists now, durable and without arguments, exactly as the quote service
     // declares it: its own declaration succeeds.
@@ -208,7 +208,7 @@ async fn differently_declared_queue_is_polled_passively() {
     let quote = t.get_quote(&sym("s7"), "r").await.unwrap();
     assert_eq!(quote.close, 7.0);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let logged = errors.take();
+    let logged = errors.mentioning(&queue);
     assert!(
         logged.len() == 1 && logged[0].contains("PRECONDITION"),
         "one refusal, then passive polls: {logged:?}"
@@ -218,27 +218,36 @@ async fn differently_declared_queue_is_polled_passively() {
     delete(&admin, &queue).await;
 }
 
-/// Collects ERROR events from every thread of the test for its duration.
-struct ErrorLog {
-    events: Arc<std::sync::Mutex<Vec<String>>>,
-}
+/// ERROR events of this test process, from every thread (lapin logs from its own tasks).
+/// One collector per process; tests pick the events that name their own queue, so tests
+/// running side by side under `cargo test` do not see each other's.
+struct ErrorLog;
 
 impl ErrorLog {
     fn install() -> Self {
-        use tracing_subscriber::layer::SubscriberExt;
-        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let layer = Collect(Arc::clone(&events));
-        // Global: lapin logs from its own tasks and threads. nextest runs each test in its
-        // own process; under `cargo test` the first test to install wins, which still
-        // captures every event of that process.
-        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
-        Self { events }
+        ERRORS.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let subscriber = tracing_subscriber::registry().with(Collect(Arc::clone(&events)));
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            events
+        });
+        ErrorLog
     }
 
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.events.lock().unwrap())
+    /// The events so far that mention `queue`.
+    fn mentioning(&self, queue: &str) -> Vec<String> {
+        let events = ERRORS.get().expect("installed").lock().unwrap();
+        events
+            .iter()
+            .filter(|e| e.contains(queue))
+            .cloned()
+            .collect()
     }
 }
+
+static ERRORS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<String>>>> = std::sync::OnceLock::new();
 
 struct Collect(Arc<std::sync::Mutex<Vec<String>>>);
 
