@@ -223,6 +223,12 @@ impl IntoResponse for ApiError {
                 let seconds = retry_after.as_millis().div_ceil(1000).max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
             }
+            ApiError::PayloadTooLarge(_) => {
+                // The body was refused unread, so the server will not reuse this connection;
+                // saying so stops a keep-alive client from sending its next request into a
+                // socket that is being closed (it got "connection reset" otherwise).
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
