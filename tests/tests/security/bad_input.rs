@@ -121,6 +121,8 @@ pub async fn send(app: &TestApp, token: Option<&str>, case: &Case) -> (u16, Opti
     if case.oversized_head {
         return (send_raw(app, token, case).await, None, Value::Null);
     }
+    // The app's pooled client on purpose: after a 413 the next case must not land on a
+    // connection the server is closing.
     let mut request = app
         .client
         .request(case.method.clone(), app.url(&case.target))
@@ -543,4 +545,25 @@ async fn extra_fields_in_a_new_user_grant_nothing() {
     assert_ne!(stored.password_hash, planted);
     assert_eq!(stored.role, Role::User);
     assert_eq!(app.login("carol", "carols password").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_unread_says_the_connection_closes() {
+    let Some(app) = tests::spawn_app().await else {
+        return;
+    };
+
+    let response = app
+        .client
+        .post(app.url("/api/v1/login"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(over_limit_json(ONE_MB))
+        .send()
+        .await
+        .unwrap();
+
+    // Without it a keep-alive client reuses the socket the server is closing, and its next
+    // request fails with a connection reset (seen in this suite before the fix).
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["connection"], "close");
 }
