@@ -80,3 +80,14 @@ ensure() {
 
 ensure PostgreSQL postgres_ready start_postgres
 ensure RabbitMQ rabbitmq_ready start_rabbitmq
+
+# Tests and benchmarks declare durable queues with random names (quotes.rpc.test.*,
+# bench.*, smoke.*) so parallel runs never share one. A policy makes the broker delete such a
+# queue once nothing has used it for a minute, so crashed or finished runs leave nothing
+# behind. Production queue names do not match. Best effort: only needs rabbitmqctl locally.
+if rabbitmq_ready && command -v rabbitmqctl >/dev/null 2>&1; then
+    as_root rabbitmqctl -q set_policy --apply-to queues --priority 10 test-queues-expire \
+        '^(quotes\.rpc\.test\.|bench\.|smoke\.)' '{"expires":60000}' >/dev/null 2>&1 \
+        && echo "RabbitMQ: test queues expire after 60 s unused" \
+        || echo "  (could not set the test-queue expiry policy; leftover test queues stay)" >&2
+fi
