@@ -10,9 +10,13 @@
 //!   can write it), so behind a reverse proxy every client shares the proxy's address: raise
 //!   the limit there or set it to 0, and rate-limit at the proxy.
 //!
-//! An attempt is counted as a failure when it is admitted and taken back when it succeeds,
-//! so a burst of concurrent guesses cannot slip past the limit before the first verdict.
-//! A successful login clears its username's count. Counts are per process (each API
+//! For a username, an attempt is counted as a failure when it is admitted and the count is
+//! cleared when it succeeds, so a burst of concurrent guesses cannot slip past the limit
+//! before the first verdict (one account rarely logs in many times at once). For an address,
+//! only actual failures count: many users behind one NAT or proxy may log in at once, and
+//! counting their attempts up front would lock them out for succeeding. A concurrent spray
+//! from one address can therefore overshoot the per-address limit by what is in flight; each
+//! username it tries is still held to its own limit. Counts are per process (each API
 //! instance keeps its own), are forgotten `LOGIN_LOCKOUT` after the first failure, and the
 //! tables are bounded: when full, stale entries are swept and new keys go untracked rather
 //! than evicting live lockouts.
@@ -93,17 +97,6 @@ impl<K: Eq + Hash + Clone> Table<K> {
         }
     }
 
-    /// Takes back one provisional strike (the attempt succeeded), and the lockout that strike
-    /// may have started.
-    fn forgive_one(&self, key: &K) {
-        if let Some(strikes) = self.lock().get_mut(key) {
-            strikes.failures = strikes.failures.saturating_sub(1);
-            if strikes.failures < self.limit {
-                strikes.locked_until = None;
-            }
-        }
-    }
-
     fn clear(&self, key: &K) {
         self.lock().remove(key);
     }
@@ -134,8 +127,8 @@ impl LoginThrottle {
         }
     }
 
-    /// Admits a login attempt, counting it as a failure until [`succeeded`](Self::succeeded)
-    /// says otherwise, or returns how long the caller must wait.
+    /// Admits a login attempt (counting it against the username until
+    /// [`succeeded`](Self::succeeded) says otherwise), or returns how long the caller must wait.
     pub fn admit(&self, username: &str, address: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
         // Names that cannot be accounts are not tracked (bounded keys); their address is.
@@ -155,19 +148,19 @@ impl LoginThrottle {
         if let Some(user) = &user {
             self.users.strike(user, now, self.window);
         }
-        if let Some(address) = address {
-            self.addresses.strike(&address, now, self.window);
-        }
         Ok(())
     }
 
-    /// The admitted attempt was a correct login: forget the username's failures and take
-    /// back the address's provisional one.
-    pub fn succeeded(&self, username: &str, address: Option<IpAddr>) {
-        self.users.clear(&username.to_owned());
+    /// The admitted attempt failed: it counts against the client's address.
+    pub fn failed(&self, address: Option<IpAddr>) {
         if let Some(address) = address {
-            self.addresses.forgive_one(&address);
+            self.addresses.strike(&address, Instant::now(), self.window);
         }
+    }
+
+    /// The admitted attempt was a correct login: the username's failures are forgotten.
+    pub fn succeeded(&self, username: &str) {
+        self.users.clear(&username.to_owned());
     }
 }
 
@@ -211,10 +204,11 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_locked_after_its_limit_whatever_the_usernames() {
+    fn an_address_is_locked_after_its_limit_of_failures_whatever_the_usernames() {
         let throttle = LoginThrottle::new(0, 3, Duration::from_secs(60));
         for name in ["a", "b", "c"] {
             assert!(throttle.admit(name, A).is_ok());
+            throttle.failed(A);
         }
         assert!(throttle.admit("d", A).is_err());
         assert!(
@@ -224,15 +218,29 @@ mod tests {
     }
 
     #[test]
-    fn success_clears_the_username_and_takes_back_its_address_strike() {
-        let throttle = LoginThrottle::new(3, 3, Duration::from_secs(60));
+    fn many_concurrent_good_logins_from_one_address_are_not_throttled() {
+        let throttle = LoginThrottle::new(5, 3, Duration::from_secs(60));
+        let users: Vec<String> = (0..200).map(|i| format!("user{i}")).collect();
+        // All admitted before any verdict (a NAT, a proxy, a load generator).
+        for user in &users {
+            assert!(throttle.admit(user, A).is_ok(), "{user}");
+        }
+        for user in &users {
+            throttle.succeeded(user);
+        }
+        assert!(throttle.admit("user0", A).is_ok());
+    }
+
+    #[test]
+    fn success_clears_the_usernames_count() {
+        let throttle = LoginThrottle::new(3, 0, Duration::from_secs(60));
         assert!(throttle.admit("alice", A).is_ok());
         assert!(throttle.admit("alice", A).is_ok());
-        assert!(throttle.admit("alice", A).is_ok());
-        throttle.succeeded("alice", A);
-        // The username starts afresh; the address still holds the two real failures.
-        assert!(throttle.admit("alice", A).is_ok());
-        assert!(throttle.admit("alice", A).is_err(), "address at its limit");
+        throttle.succeeded("alice");
+        for _ in 0..3 {
+            assert!(throttle.admit("alice", A).is_ok());
+        }
+        assert!(throttle.admit("alice", A).is_err());
     }
 
     #[test]
@@ -255,8 +263,10 @@ mod tests {
     fn names_that_cannot_be_accounts_are_not_tracked_but_their_address_is() {
         let throttle = LoginThrottle::new(1, 2, Duration::from_secs(60));
         let huge = "x".repeat(10_000);
-        assert!(throttle.admit(&huge, A).is_ok());
-        assert!(throttle.admit(&huge, A).is_ok());
+        for _ in 0..2 {
+            assert!(throttle.admit(&huge, A).is_ok());
+            throttle.failed(A);
+        }
         assert!(throttle.admit(&huge, A).is_err());
         assert!(throttle.users.lock().is_empty());
     }

@@ -85,6 +85,7 @@ pub async fn login(
     let user = match user {
         Some(user) if verified => user,
         _ => {
+            state.login_throttle.failed(address);
             tracing::info!("login refused");
             return Err(ApiError::Unauthorized {
                 message: "invalid username or password".into(),
@@ -92,7 +93,7 @@ pub async fn login(
             });
         }
     };
-    state.login_throttle.succeeded(&user.username, address);
+    state.login_throttle.succeeded(&user.username);
     // The next request will almost certainly present this token: warm the cache.
     state.users.insert(user.id, Some(UserRecord::from(&user)));
     let issued = state
