@@ -212,3 +212,24 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
         "wrong password {wrong:?} vs unknown user {unknown:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_good_logins_at_once_from_one_address_are_not_throttled() {
+    let Some(app) = stack()
+        .api_settings(|s| s.login_max_failures_per_ip = 5)
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    let users: Vec<String> = (0..30).map(|i| format!("member{i}")).collect();
+    for user in &users {
+        app.create_user(user, Role::User).await;
+    }
+
+    // Everyone behind one NAT or proxy signs in at the same moment.
+    let answers = futures::future::join_all(users.iter().map(|u| app.login(u, PASSWORD))).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
