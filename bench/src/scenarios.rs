@@ -932,18 +932,17 @@ async fn stats_check(stack: &Stack, token: &str) -> Result<Vec<Check>> {
 }
 
 async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
-    let mut options = stack_options(cfg, Backend::Postgres, Transport::Amqp);
-    // Every wrk connection comes from 127.0.0.1, like clients behind one proxy: the
-    // per-address failure limit is for real client addresses (api_service's docs say to set
-    // it to 0 behind a proxy). In-flight attempts count as failures until they succeed, so
-    // 200 concurrent good logins from one address would otherwise lock it out.
-    options
-        .api_env
-        .insert(0, ("LOGIN_MAX_FAILURES_PER_IP".into(), "0".into()));
-    let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
+    // Default login throttling: every wrk connection comes from 127.0.0.1, and the
+    // per-address limit counts only failed logins, so good logins pass.
+    let mut stack = Stack::start(
+        &cfg.bins,
+        stack_options(cfg, Backend::Postgres, Transport::Amqp),
+        work_dir,
+    )
+    .await?;
     let outcome = async {
-        // One user per connection: a burst of in-flight logins for one username counts
-        // against its failure limit too, and a real login storm is many different users.
+        // One user per connection: a username's in-flight attempts count against its own
+        // failure limit until they succeed, and a real login storm is many different users.
         let users = stack
             .create_users_with("login_user_", cfg.login_connections.max(1), false, false)
             .await?;
