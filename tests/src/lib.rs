@@ -445,3 +445,21 @@ impl TestApp {
         }
     }
 }
+
+/// Generates `name::sqlite` and `name::postgres` tests from `async fn name(Backend)`, so a
+/// storage-dependent behaviour is proven on both backends by one body.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    )*};
+}

@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tests::{Backend, TestApp, error_code, spawn_app, stack};
 
-use crate::on_both_backends;
+use tests::on_both_backends;
 
 on_both_backends!(
     history_lists_own_queries_newest_first,

@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tests::{Backend, error_code, spawn_app, stack};
 
-use crate::on_both_backends;
+use tests::on_both_backends;
 
 on_both_backends!(stats_are_the_five_most_requested_highest_first_ties_by_symbol);
 

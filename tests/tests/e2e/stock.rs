@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tests::{Backend, error_code, spawn_app, stack};
 
-use crate::on_both_backends;
+use tests::on_both_backends;
 
 on_both_backends!(
     found_stock_is_returned_and_saved_in_history,

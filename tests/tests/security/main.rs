@@ -9,20 +9,3 @@ mod authorization;
 mod bad_input;
 mod brute_force;
 mod passwords;
-
-/// Generates `name::sqlite` and `name::postgres` tests from `async fn name(Backend)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(tests::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(tests::Backend::Postgres).await
-            }
-        }
-    )*};
-}

@@ -11,7 +11,7 @@ use serde_json::json;
 use sqlx::Connection;
 use tests::{Backend, JWT_SECRET, TestApp, stack};
 
-crate::on_both_backends!(passwords_are_stored_only_as_argon2id_phc_strings);
+tests::on_both_backends!(passwords_are_stored_only_as_argon2id_phc_strings);
 
 /// `$argon2id$v=19$m=19456,t=2,p=1$<22 chars of salt>$<43 chars of hash>` (unpadded base64).
 fn assert_phc(hash: &str, who: &str) {
