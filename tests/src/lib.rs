@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub mod faults;
 pub mod ledger;
 pub mod load;
+pub mod log_capture;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Password every helper-created user gets unless a test picks its own.

@@ -10,44 +10,16 @@
 //!
 //! It is a binary of its own because the subscriber is process-wide.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api_service::store::Role;
 use fake_stooq::Mode;
 use serde_json::json;
+use tests::log_capture::Captured;
 use tests::{AMQP_URL, JWT_SECRET, PASSWORD, TestApp, stack};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
 const STOOQ_KEY: &str = "stooq-key-9f8e7d6c5b4a39281706";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Everything the scenario sent or received that must stay secret, and every error body.
 #[derive(Default)]
