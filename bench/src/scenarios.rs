@@ -109,6 +109,9 @@ pub struct RunFigures {
     /// Symbols those upstream requests asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_symbols: Option<u64>,
+    /// The machine's 1-minute load average when the run ended: on 2 cores the stack alone
+    /// keeps it near 2-3; much more means something else competed for the CPU.
+    pub load_avg_1m: f64,
 }
 
 impl RunFigures {
@@ -124,6 +127,7 @@ impl RunFigures {
             ok: Some(r.ok),
             statuses: r.statuses.clone(),
             cut_off_in_flight: Some(r.abandoned()),
+            load_avg_1m: load_avg_1m(),
             ..Self::default()
         }
     }
@@ -137,9 +141,17 @@ impl RunFigures {
             p99_ms: r.p99_ms,
             max_ms: r.max_ms,
             errors: r.errors,
+            load_avg_1m: load_avg_1m(),
             ..Self::default()
         }
     }
+}
+
+fn load_avg_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
 }
 
 /// Per-metric medians over the runs.
