@@ -66,7 +66,11 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
-            wrk: command_line("wrk", &["--version"]),
+            wrk: command_line("wrk", &["--version"])
+                .split(" Copyright")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
             git_commit: command_line("git", &["rev-parse", "--short", "HEAD"]),
         }
     }
@@ -388,9 +392,16 @@ pub fn markdown(
     let _ = writeln!(s, "| --- | --- | ---: |");
     for r in reports {
         for (k, v) in &r.extra {
-            let value = v
-                .as_f64()
-                .map_or_else(|| v.to_string(), |x| format!("{x:.3}"));
+            let value = v.as_f64().map_or_else(
+                || v.to_string(),
+                |x| {
+                    if x != 0.0 && x.abs() < 0.01 {
+                        format!("{x:.2e}")
+                    } else {
+                        format!("{x:.3}")
+                    }
+                },
+            );
             let _ = writeln!(s, "| `{}` | {k} | {value} |", r.name);
         }
     }

@@ -109,8 +109,8 @@ pub struct RunFigures {
     /// Symbols those upstream requests asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_symbols: Option<u64>,
-    /// The machine's 1-minute load average when the run ended: on 2 cores the stack alone
-    /// keeps it near 2-3; much more means something else competed for the CPU.
+    /// The machine's 1-minute load average when the run ended (the stack alone kept it at
+    /// 2.5-5.5 on 2 cores; compare runs with it to spot one that shared the CPU).
     pub load_avg_1m: f64,
 }
 
