@@ -76,6 +76,8 @@ async fn counters_from_every_thread_add_up() {
     // One target in three is missing, whatever the thread's starting offset.
     let share = r.non2xx as f64 / r.requests as f64;
     assert!((0.25..0.42).contains(&share), "404 share {share}: {r:?}");
-    assert!(r.sent >= r.requests && r.abandoned() <= 4, "{r:?}");
+    // At most about one request per connection is cut off when wrk stops (a reconnect can
+    // generate one more), and none is counted as sent without having been generated.
+    assert!(r.sent >= r.requests && r.abandoned() <= 8, "{r:?}");
     assert_eq!(r.errors(), r.non2xx, "{r:?}");
 }
