@@ -4,14 +4,22 @@
 //! blocking pool (never stalling the async workers) behind a semaphore sized to the CPU
 //! count: a login flood queues up instead of exhausting memory.
 //!
-//! Unknown users are "verified" against a dummy hash computed once at start-up, so a wrong
-//! username costs the same time as a wrong password and response timing reveals nothing
-//! about which usernames exist.
+//! The 19 MiB working memory is NOT allocated per hash: glibc malloc raises its mmap
+//! threshold after the first free of such a block and then keeps every later one in its
+//! per-thread arenas, so a login storm left the process at hundreds of MB for good. Instead
+//! [`Hasher`] keeps one block buffer per semaphore permit, created on first use and reused
+//! for every hash (argon2 overwrites each block before reading it, so reuse is sound). Peak
+//! hashing memory is therefore `permits × 19 MiB`, and it never grows past that.
+//!
+//! Unknown users are "verified" against a dummy hash computed once at start-up, through the
+//! same pooled path, so a wrong username costs the same time as a wrong password and
+//! response timing reveals nothing about which usernames exist.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
+use argon2::password_hash::PasswordVerifier as _;
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
@@ -28,23 +36,46 @@ pub enum PasswordError {
     Task(#[from] tokio::task::JoinError),
 }
 
+fn owasp_params() -> Params {
+    Params::new(M_COST_KIB, T_COST, P_COST, None).expect("the OWASP argon2 parameters are valid")
+}
+
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
-        .expect("the OWASP argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, owasp_params())
 }
 
-/// Hashes on the calling thread; use from blocking contexts (CLI) or via [`Hasher`].
-pub fn hash_password_blocking(password: &str) -> Result<String, PasswordError> {
-    argon2()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| PasswordError::Hash(e.to_string()))
+/// A zeroed working buffer big enough for one hash at the OWASP parameters.
+fn new_memory() -> Vec<Block> {
+    vec![Block::default(); owasp_params().block_count()]
 }
 
-/// True only when `phc` is a valid argon2 PHC string for `password`. A malformed stored
-/// hash verifies as false (and is logged) rather than failing the login with a 500.
-pub fn verify_password_blocking(password: &str, phc: &str) -> bool {
+/// Hashes `password` with a fresh random salt, using `memory` as argon2's working blocks
+/// (must hold at least [`Params::block_count`] blocks). Returns the standard PHC string
+/// `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`.
+fn hash_with_memory(password: &str, memory: &mut [Block]) -> Result<String, PasswordError> {
+    let hash_err = |e: &dyn std::fmt::Display| PasswordError::Hash(e.to_string());
+    let argon2 = argon2();
+    let salt = Salt::generate();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, memory)
+        .map_err(|e| hash_err(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| hash_err(&e))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| hash_err(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// True only when `phc` is a valid argon2 PHC string for `password`, recomputed with the
+/// stored hash's own algorithm, version and parameters (so older hashes keep verifying if
+/// the cost is raised later). Uses `memory` when it is big enough for those parameters and
+/// falls back to argon2's own allocating verifier otherwise. A malformed stored hash
+/// verifies as false (and is logged) rather than failing the login with a 500.
+fn verify_with_memory(password: &str, phc: &str, memory: &mut [Block]) -> bool {
     let parsed = match PasswordHash::new(phc) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -52,39 +83,127 @@ pub fn verify_password_blocking(password: &str, phc: &str) -> bool {
             return false;
         }
     };
-    // The parameters come from the stored hash, so older hashes keep verifying if the
-    // cost is raised later.
-    argon2()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        tracing::error!("stored password hash has no salt or no hash");
+        return false;
+    };
+    let context = Algorithm::try_from(parsed.algorithm.as_str()).and_then(|algorithm| {
+        let version = parsed.version.map(Version::try_from).transpose()?;
+        let params = Params::try_from(&parsed)?;
+        Ok((algorithm, version.unwrap_or_default(), params))
+    });
+    let (algorithm, version, params) = match context {
+        Ok(context) => context,
+        Err(err) => {
+            tracing::error!(error = %err, "stored password hash has unusable parameters");
+            return false;
+        }
+    };
+    if params.block_count() > memory.len() {
+        // Costlier than the pool's buffers (a hash from a future, higher setting): rare,
+        // so argon2 may allocate for it.
+        return argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+    }
+    let mut buffer = [0u8; Output::MAX_LENGTH];
+    let Some(out) = buffer.get_mut(..expected.len()) else {
+        return false;
+    };
+    let computed = Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, memory)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Output::new(out).map_err(|e| e.to_string()));
+    match computed {
+        // `Output`'s `PartialEq` is constant-time.
+        Ok(computed) => computed == *expected,
+        Err(err) => {
+            tracing::error!(error = %err, "argon2 failed while verifying a password");
+            false
+        }
+    }
+}
+
+/// Hashes on the calling thread; use from blocking contexts (CLI) or via [`Hasher`].
+pub fn hash_password_blocking(password: &str) -> Result<String, PasswordError> {
+    hash_with_memory(password, &mut new_memory())
+}
+
+/// True only when `phc` is a valid argon2 PHC string for `password`. A malformed stored
+/// hash verifies as false (and is logged) rather than failing the login with a 500.
+pub fn verify_password_blocking(password: &str, phc: &str) -> bool {
+    // No buffer: argon2 allocates exactly what the stored parameters need.
+    verify_with_memory(password, phc, &mut [])
+}
+
+/// Argon2 working buffers, at most one per [`Hasher`] permit (a permit is held for as long
+/// as its buffer is out of the pool).
+#[derive(Default)]
+struct MemoryPool(Mutex<Vec<Vec<Block>>>);
+
+impl MemoryPool {
+    fn take(&self) -> Vec<Block> {
+        let pooled = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        pooled.unwrap_or_else(new_memory)
+    }
+
+    fn put(&self, memory: Vec<Block>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(memory);
+    }
 }
 
 /// Shared, concurrency-limited access to argon2 for request handlers.
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    pool: Arc<MemoryPool>,
     dummy_hash: Arc<str>,
 }
 
 impl Hasher {
     /// Computes the dummy hash (one full argon2 run) before returning.
     pub async fn new(concurrency: usize) -> Result<Self, PasswordError> {
-        let dummy_password = uuid::Uuid::new_v4().to_string();
-        let dummy_hash =
-            tokio::task::spawn_blocking(move || hash_password_blocking(&dummy_password)).await??;
-        Ok(Self {
+        let mut hasher = Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: dummy_hash.into(),
+            pool: Arc::default(),
+            dummy_hash: Arc::from(""),
+        };
+        let dummy_password = uuid::Uuid::new_v4().to_string();
+        hasher.dummy_hash = hasher
+            .with_memory(move |memory| hash_with_memory(&dummy_password, memory))
+            .await??
+            .into();
+        Ok(hasher)
+    }
+
+    /// Runs `work` on the blocking pool with a pooled argon2 buffer. The permit moves into
+    /// the task and is released only after the buffer is back in the pool, so even when the
+    /// caller's future is dropped mid-hash there are never more buffers than permits.
+    async fn with_memory<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut [Block]) -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let pool = Arc::clone(&self.pool);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut memory = pool.take();
+            let result = work(&mut memory);
+            pool.put(memory);
+            drop(permit);
+            result
         })
+        .await?;
+        Ok(result)
     }
 
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        tokio::task::spawn_blocking(move || hash_password_blocking(password.expose_secret()))
+        self.with_memory(move |memory| hash_with_memory(password.expose_secret(), memory))
             .await?
     }
 
@@ -95,17 +214,11 @@ impl Hasher {
         password: SecretString,
         stored: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
         let user_exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
-        let matches = tokio::task::spawn_blocking(move || {
-            verify_password_blocking(password.expose_secret(), &phc)
-        })
-        .await?;
+        let matches = self
+            .with_memory(move |memory| verify_with_memory(password.expose_secret(), &phc, memory))
+            .await?;
         Ok(matches && user_exists)
     }
 }
@@ -140,6 +253,94 @@ mod tests {
     fn malformed_stored_hash_does_not_verify() {
         assert!(!verify_password_blocking("pw", "not a phc string"));
         assert!(!verify_password_blocking("pw", ""));
+    }
+
+    fn stock_verify(password: &str, phc: &str) -> bool {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &PasswordHash::new(phc).unwrap())
+            .is_ok()
+    }
+
+    #[test]
+    fn pooled_hash_is_a_standard_phc_string_stock_argon2_accepts() {
+        let mut memory = new_memory();
+        let hash = hash_with_memory("correct horse", &mut memory).unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(stock_verify("correct horse", &hash));
+        assert!(!stock_verify("correct horsf", &hash));
+        // The reused buffer gives the same answers on a second run.
+        assert!(verify_with_memory("correct horse", &hash, &mut memory));
+        assert!(!verify_with_memory("wrong", &hash, &mut memory));
+    }
+
+    #[test]
+    fn pooled_verify_accepts_stock_argon2_hashes() {
+        use argon2::password_hash::PasswordHasher as _;
+        let stock = argon2().hash_password(b"pw-123456").unwrap().to_string();
+        let mut memory = new_memory();
+        assert!(verify_with_memory("pw-123456", &stock, &mut memory));
+        assert!(!verify_with_memory("pw-1234567", &stock, &mut memory));
+    }
+
+    #[test]
+    fn hashes_with_other_parameters_verify_with_their_own() {
+        use argon2::password_hash::{CustomizedPasswordHasher as _, PasswordHasher as _};
+        let salt = Salt::generate();
+        let cheaper = Argon2::default()
+            .hash_password_customized(
+                b"old-password",
+                &salt,
+                None,
+                None,
+                Params::new(8192, 1, 1, None).unwrap(),
+            )
+            .unwrap()
+            .to_string();
+        assert!(cheaper.contains("m=8192,t=1,p=1"), "{cheaper}");
+        let mut memory = new_memory();
+        assert!(verify_with_memory("old-password", &cheaper, &mut memory));
+        assert!(!verify_with_memory("new-password", &cheaper, &mut memory));
+
+        // Costlier than the pooled buffer: falls back to argon2's own allocation.
+        let costlier = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(M_COST_KIB + 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"big")
+        .unwrap()
+        .to_string();
+        assert!(verify_with_memory("big", &costlier, &mut memory));
+        assert!(!verify_with_memory("small", &costlier, &mut memory));
+
+        // argon2i (older default in some libraries) with a shorter output.
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(4096, 3, 1, Some(16)).unwrap(),
+        )
+        .hash_password(b"legacy")
+        .unwrap()
+        .to_string();
+        assert!(argon2i.starts_with("$argon2i$"), "{argon2i}");
+        assert!(verify_with_memory("legacy", &argon2i, &mut memory));
+        assert!(!verify_with_memory("legacz", &argon2i, &mut memory));
+    }
+
+    #[tokio::test]
+    async fn pool_never_holds_more_buffers_than_permits() {
+        let hasher = Hasher::new(2).await.unwrap();
+        let hash = hasher.hash(SecretString::from("pw-123456")).await.unwrap();
+        let logins =
+            (0..6).map(|_| hasher.verify(SecretString::from("pw-123456"), Some(hash.clone())));
+        for ok in futures::future::join_all(logins).await {
+            assert!(ok.unwrap());
+        }
+        let pooled = hasher.pool.0.lock().unwrap().len();
+        assert!((1..=2).contains(&pooled), "{pooled} buffers");
     }
 
     #[tokio::test]
