@@ -59,7 +59,7 @@ impl Metrics {
             );
             metrics::describe_counter!(
                 "quote_rpc_coalesced_total",
-                "Quote requests answered by joining an identical RPC already in flight"
+                "Quote requests answered without their own RPC: joined one in flight or reused one landed within QUOTE_REUSE_WINDOW"
             );
             metrics::describe_gauge!(
                 "db_pool_connections",

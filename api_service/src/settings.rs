@@ -94,6 +94,13 @@ pub struct Settings {
     #[arg(long, env = "RPC_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub rpc_timeout: Duration,
 
+    /// How long a landed quote is handed to further requests for the same symbol instead of
+    /// sending a new RPC. The quote worker caches quotes for seconds (CACHE_TTL) anyway, so
+    /// re-asking sooner only costs a broker round trip; this bounds the extra staleness.
+    /// Errors are never reused. `0` shares only RPCs still in flight.
+    #[arg(long, env = "QUOTE_REUSE_WINDOW", default_value = "500ms", value_parser = parse_duration)]
+    pub quote_reuse_window: Duration,
+
     /// How many argon2 hashes may run at once (each takes ~19 MiB). Default: number of CPUs.
     #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub hash_concurrency: Option<u32>,
@@ -151,6 +158,7 @@ impl Settings {
             quote_queue: shared::DEFAULT_QUOTE_QUEUE.into(),
             quote_service_url: "http://127.0.0.1:8001".into(),
             rpc_timeout: Duration::from_secs(2),
+            quote_reuse_window: Duration::from_millis(500),
             hash_concurrency: None,
             user_cache_ttl: Duration::from_secs(2),
             login_max_failures: 5,

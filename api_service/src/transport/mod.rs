@@ -66,7 +66,7 @@ pub trait QuoteTransport: Send + Sync + 'static {
     }
 
     /// `(flights, joined)`: calls that went out as an RPC, and calls answered by joining
-    /// one already in flight. `None` for transports that do not coalesce.
+    /// one in flight or reusing one that landed within the reuse window. `None` for transports that do not coalesce.
     fn flight_counts(&self) -> Option<(u64, u64)> {
         None
     }
@@ -96,5 +96,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn QuoteTransport
             .await?,
         ),
     };
-    Ok(Arc::new(SingleFlight::new(transport)))
+    Ok(Arc::new(SingleFlight::with_reuse_window(
+        transport,
+        settings.quote_reuse_window,
+    )))
 }

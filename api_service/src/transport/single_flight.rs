@@ -1,44 +1,100 @@
-//! Coalesces identical concurrent quote requests into one RPC.
+//! Coalesces identical quote requests into one RPC.
 //!
 //! Under load many users ask for the same few symbols at once; without coalescing each
 //! would cost a broker round trip and, worse, a stooq fetch. The first caller for a symbol
 //! starts a flight (a spawned task, so it completes even if that caller goes away); callers
-//! arriving while it is in the air await the same shared result. The flight removes itself
-//! from the map when it lands, so the next request after that fetches afresh.
+//! arriving while it is in the air await the same shared result.
+//!
+//! A flight that lands with a quote stays joinable for a short reuse window
+//! (`QUOTE_REUSE_WINDOW`): the quote worker serves quotes from its own cache for seconds
+//! (`CACHE_TTL`), so asking it again a fraction of a second later buys no freshness, only a
+//! broker round trip. The window bounds how much older than a fresh RPC's answer a reused
+//! quote can be. Errors (not found, upstream failures, timeouts, unavailable) are never
+//! reused: the flight removes itself on landing, so the next request asks afresh and fast
+//! failure reporting is unchanged. Landed entries expire and are pruned as new flights are
+//! inserted, so many distinct symbols cannot grow the map without bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shared::{ErrorCode, Quote, QuoteError, Symbol};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{QuoteTransport, TransportError};
 
 type FlightResult = Result<Quote, TransportError>;
 
-struct Flight {
-    id: u64,
-    result: Shared<BoxFuture<'static, FlightResult>>,
+/// The map is pruned of expired entries when it reaches this size at least (and then when
+/// it doubles past what survived), so pruning costs amortised O(1) per inserted flight.
+const MIN_PRUNE_AT: usize = 1024;
+
+enum Entry {
+    /// An RPC in the air; joiners await its shared result.
+    InFlight {
+        id: u64,
+        result: Shared<BoxFuture<'static, FlightResult>>,
+    },
+    /// A successful answer, handed out until `expires`.
+    Landed { quote: Quote, expires: Instant },
 }
 
-type Flights = Arc<Mutex<HashMap<Symbol, Flight>>>;
+struct Flights {
+    entries: HashMap<Symbol, Entry>,
+    /// Size at which the next insert first drops expired entries.
+    prune_at: usize,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            prune_at: MIN_PRUNE_AT,
+        }
+    }
+}
+
+impl Flights {
+    fn prune_if_large(&mut self, now: Instant) {
+        if self.entries.len() < self.prune_at {
+            return;
+        }
+        self.entries.retain(|_, entry| match entry {
+            Entry::InFlight { .. } => true,
+            Entry::Landed { expires, .. } => *expires > now,
+        });
+        self.prune_at = (self.entries.len() * 2).max(MIN_PRUNE_AT);
+    }
+}
+
+type SharedFlights = Arc<Mutex<Flights>>;
 
 pub struct SingleFlight {
     inner: Arc<dyn QuoteTransport>,
-    flights: Flights,
+    flights: SharedFlights,
+    reuse_window: Duration,
     next_id: AtomicU64,
     joined: AtomicU64,
 }
 
 impl SingleFlight {
+    /// Shares only RPCs in flight: once one lands, the next request sends a new one.
     pub fn new(inner: Arc<dyn QuoteTransport>) -> Self {
+        Self::with_reuse_window(inner, Duration::ZERO)
+    }
+
+    /// Also hands out a landed successful quote for `reuse_window` after it arrived
+    /// (`Duration::ZERO`: only in-flight sharing, as [`SingleFlight::new`]).
+    pub fn with_reuse_window(inner: Arc<dyn QuoteTransport>, reuse_window: Duration) -> Self {
         Self {
             inner,
             flights: Arc::default(),
+            reuse_window,
             next_id: AtomicU64::new(0),
             joined: AtomicU64::new(0),
         }
@@ -46,13 +102,22 @@ impl SingleFlight {
 
     /// Number of flights in the air (for tests and debugging).
     pub fn in_flight(&self) -> usize {
-        lock(&self.flights).len()
+        lock(&self.flights)
+            .entries
+            .values()
+            .filter(|e| matches!(e, Entry::InFlight { .. }))
+            .count()
+    }
+
+    /// Number of entries in the map, landed ones included (for tests).
+    pub fn entries(&self) -> usize {
+        lock(&self.flights).entries.len()
     }
 }
 
-fn lock(flights: &Flights) -> std::sync::MutexGuard<'_, HashMap<Symbol, Flight>> {
-    // A panic while holding this lock cannot leave the map inconsistent (single inserts and
-    // removes), so a poisoned lock is still usable.
+fn lock(flights: &SharedFlights) -> std::sync::MutexGuard<'_, Flights> {
+    // A panic while holding this lock cannot leave the map inconsistent (single inserts,
+    // replacements and removes), so a poisoned lock is still usable.
     flights.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -61,48 +126,77 @@ impl QuoteTransport for SingleFlight {
     async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> FlightResult {
         let result = {
             let mut flights = lock(&self.flights);
-            if let Some(flight) = flights.get(symbol) {
-                tracing::debug!(%symbol, flight = flight.id, "joining in-flight quote request");
-                self.joined.fetch_add(1, Ordering::Relaxed);
-                flight.result.clone()
-            } else {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let inner = Arc::clone(&self.inner);
-                let map = Arc::clone(&self.flights);
-                let key = symbol.clone();
-                let request_id = request_id.to_owned();
-                // The map lock is held until the flight is inserted, so the task's removal
-                // below can never run before the insertion.
-                let task = tokio::spawn(
-                    async move {
-                        let result = inner.get_quote(&key, &request_id).await;
-                        let mut flights = lock(&map);
-                        if flights.get(&key).is_some_and(|f| f.id == id) {
-                            flights.remove(&key);
-                        }
-                        result
-                    }
-                    .instrument(tracing::Span::current()),
-                );
-                let shared = async move {
-                    task.await.unwrap_or_else(|err| {
-                        tracing::error!(error = %err, "quote request task failed");
-                        Err(TransportError::Quote(QuoteError::new(
-                            ErrorCode::Internal,
-                            "quote request task failed",
-                        )))
-                    })
+            let now = Instant::now();
+            match flights.entries.get(symbol) {
+                Some(Entry::InFlight { id, result }) => {
+                    tracing::debug!(%symbol, flight = id, "joining in-flight quote request");
+                    self.joined.fetch_add(1, Ordering::Relaxed);
+                    result.clone()
                 }
-                .boxed()
-                .shared();
-                flights.insert(
-                    symbol.clone(),
-                    Flight {
-                        id,
-                        result: shared.clone(),
-                    },
-                );
-                shared
+                Some(Entry::Landed { quote, expires }) if *expires > now => {
+                    tracing::debug!(%symbol, "reusing a quote that landed moments ago");
+                    self.joined.fetch_add(1, Ordering::Relaxed);
+                    return Ok(quote.clone());
+                }
+                _ => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let inner = Arc::clone(&self.inner);
+                    let map = Arc::clone(&self.flights);
+                    let key = symbol.clone();
+                    let request_id = request_id.to_owned();
+                    let window = self.reuse_window;
+                    // The map lock is held until the flight is inserted, so the task's
+                    // update below can never run before the insertion.
+                    let task = tokio::spawn(
+                        async move {
+                            let result = inner.get_quote(&key, &request_id).await;
+                            let mut flights = lock(&map);
+                            let ours = matches!(
+                                flights.entries.get(&key),
+                                Some(Entry::InFlight { id: current, .. }) if *current == id
+                            );
+                            if ours {
+                                match &result {
+                                    Ok(quote) if !window.is_zero() => {
+                                        let expires = Instant::now() + window;
+                                        flights.entries.insert(
+                                            key,
+                                            Entry::Landed {
+                                                quote: quote.clone(),
+                                                expires,
+                                            },
+                                        );
+                                    }
+                                    _ => {
+                                        flights.entries.remove(&key);
+                                    }
+                                }
+                            }
+                            result
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
+                    let shared = async move {
+                        task.await.unwrap_or_else(|err| {
+                            tracing::error!(error = %err, "quote request task failed");
+                            Err(TransportError::Quote(QuoteError::new(
+                                ErrorCode::Internal,
+                                "quote request task failed",
+                            )))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    flights.prune_if_large(now);
+                    flights.entries.insert(
+                        symbol.clone(),
+                        Entry::InFlight {
+                            id,
+                            result: shared.clone(),
+                        },
+                    );
+                    shared
+                }
             }
         };
         result.await
@@ -209,5 +303,114 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(sf.in_flight(), 0);
         assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Answers every call with a quote after a short delay, counting calls.
+    struct Succeeds {
+        calls: AtomicUsize,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl QuoteTransport for Succeeds {
+        async fn get_quote(&self, symbol: &Symbol, _: &str) -> FlightResult {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let time = chrono::Utc::now();
+            Ok(Quote {
+                symbol: symbol.as_str().to_uppercase(),
+                name: "Test".into(),
+                open: 1.0,
+                high: 1.0,
+                low: 1.0,
+                close: n as f64,
+                volume: None,
+                time,
+                local_date: time.date_naive(),
+                local_time: time.time(),
+            })
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn landed_quote_is_reused_within_the_window_then_fetched_again() {
+        let up = Arc::new(Succeeds {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(20),
+        });
+        let sf = SingleFlight::with_reuse_window(up.clone(), Duration::from_millis(300));
+        let aapl = Symbol::parse("aapl.us").unwrap();
+        let first = sf.get_quote(&aapl, "r").await.unwrap();
+        // Landed, not in flight, yet the next requests get the same answer without an RPC.
+        assert_eq!(sf.in_flight(), 0);
+        for _ in 0..5 {
+            assert_eq!(sf.get_quote(&aapl, "r").await.unwrap(), first);
+        }
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(sf.flight_counts(), Some((1, 5)));
+
+        // Past the window the quote is asked for again.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let second = sf.get_quote(&aapl, "r").await.unwrap();
+        assert_eq!(second.close, 1.0);
+        assert_eq!(up.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(sf.flight_counts(), Some((2, 5)));
+    }
+
+    #[tokio::test]
+    async fn errors_are_never_reused() {
+        let slow = Arc::new(Slow {
+            calls: AtomicUsize::new(0),
+        });
+        let sf = SingleFlight::with_reuse_window(slow.clone(), Duration::from_secs(60));
+        let aapl = Symbol::parse("aapl.us").unwrap();
+        for n in 1..=3 {
+            assert!(sf.get_quote(&aapl, "r").await.is_err());
+            assert_eq!(slow.calls.load(Ordering::SeqCst), n);
+            assert_eq!(sf.entries(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_window_only_shares_flights_in_the_air() {
+        let up = Arc::new(Succeeds {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(20),
+        });
+        let sf = SingleFlight::with_reuse_window(up.clone(), Duration::ZERO);
+        let aapl = Symbol::parse("aapl.us").unwrap();
+        sf.get_quote(&aapl, "r").await.unwrap();
+        sf.get_quote(&aapl, "r").await.unwrap();
+        assert_eq!(up.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(sf.entries(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_pruned_so_many_symbols_do_not_grow_the_map() {
+        let up = Arc::new(Succeeds {
+            calls: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        });
+        let sf = SingleFlight::with_reuse_window(up.clone(), Duration::from_millis(50));
+        let symbols: Vec<Symbol> = (0..3 * MIN_PRUNE_AT)
+            .map(|i| Symbol::parse(&format!("s{i}.us")).unwrap())
+            .collect();
+        let (old, new) = symbols.split_at(MIN_PRUNE_AT);
+        futures::future::join_all(old.iter().map(|s| sf.get_quote(s, "r"))).await;
+        assert_eq!(sf.entries(), MIN_PRUNE_AT);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // All of the first batch expired: inserting new flights drops them.
+        for s in new {
+            sf.get_quote(s, "r").await.unwrap();
+            assert!(
+                sf.entries() <= 2 * MIN_PRUNE_AT,
+                "map grew to {}",
+                sf.entries()
+            );
+        }
+        assert!(sf.entries() < new.len() + old.len());
     }
 }
