@@ -164,7 +164,7 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    /// Computes the dummy hash (one full argon2 run) before returning.
+    /// Computes the dummy hash (one full argon2 run, outside the pool) before returning.
     pub async fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let mut hasher = Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -172,10 +172,12 @@ impl Hasher {
             dummy_hash: Arc::from(""),
         };
         let dummy_password = uuid::Uuid::new_v4().to_string();
-        hasher.dummy_hash = hasher
-            .with_memory(move |memory| hash_with_memory(&dummy_password, memory))
-            .await??
-            .into();
+        // Not through the pool: a pooled buffer would stay resident (19 MiB) in a server that
+        // has not served a single login yet. This one is freed, and the pool fills on demand.
+        hasher.dummy_hash =
+            tokio::task::spawn_blocking(move || hash_password_blocking(&dummy_password))
+                .await??
+                .into();
         Ok(hasher)
     }
 
