@@ -953,8 +953,8 @@ async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
     )
     .await?;
     let outcome = async {
-        // One user per connection: a username's in-flight attempts count against its own
-        // failure limit until they succeed, and a real login storm is many different users.
+        // One user per connection: a username's attempts in flight take slots of its failure
+        // limit (extra ones queue for a slot), and a real login storm is many different users.
         let users = stack
             .create_users_with("login_user_", cfg.login_connections.max(1), false, false)
             .await?;

@@ -1,12 +1,14 @@
 //! `POST /api/v1/login`: username and password in, bearer token out.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
-use crate::auth::login_throttle::ClientAddr;
+use crate::auth::login_throttle::{ClientAddr, Refusal};
 use crate::auth::user_cache::UserRecord;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
@@ -34,7 +36,8 @@ pub struct LoginResponse {
 
 /// Wrong password and unknown user give the same 401 after the same argon2 work, so
 /// neither the answer nor its timing tells which usernames exist. Repeated failures for a
-/// username or from an address get 429 before any work (see `auth::login_throttle`).
+/// username or from an address get 429 before any work (see `auth::login_throttle`), as
+/// does, after a short wait, a username with too many logins still in progress.
 #[utoipa::path(
     post,
     path = "/api/v1/login",
@@ -51,7 +54,7 @@ pub struct LoginResponse {
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::InvalidJsonShape),
-        (status = 429, description = "Too many failed logins for this username or from this address",
+        (status = 429, description = "Too many failed logins for this username or from this address, or too many logins in progress for this username",
             body = ErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds until logins are accepted again")),
             example = json!({"error": {"code": "too_many_requests", "message": "too many failed logins; try again later", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
@@ -68,13 +71,23 @@ pub async fn login(
     if crate::users::validate_username(&body.username).is_ok() {
         tracing::Span::current().record("username", body.username.as_str());
     }
-    if let Err(retry_after) = state.login_throttle.admit(&body.username, address) {
-        tracing::warn!(?address, "login throttled after repeated failures");
-        return Err(ApiError::TooManyRequests {
-            message: "too many failed logins; try again later".into(),
-            retry_after,
-        });
-    }
+    let attempt = match state.login_throttle.admit(&body.username, address).await {
+        Ok(attempt) => attempt,
+        Err(Refusal::LockedOut(retry_after)) => {
+            tracing::warn!(?address, "login throttled after repeated failures");
+            return Err(ApiError::TooManyRequests {
+                message: "too many failed logins; try again later".into(),
+                retry_after,
+            });
+        }
+        Err(Refusal::Busy) => {
+            tracing::warn!(?address, "login throttled: too many attempts in flight");
+            return Err(ApiError::TooManyRequests {
+                message: "too many logins in progress for this username; try again later".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+    };
     let user = state.store.user_by_username(&body.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state
@@ -85,7 +98,7 @@ pub async fn login(
     let user = match user {
         Some(user) if verified => user,
         _ => {
-            state.login_throttle.failed(address);
+            attempt.failed();
             tracing::info!("login refused");
             return Err(ApiError::Unauthorized {
                 message: "invalid username or password".into(),
@@ -93,7 +106,7 @@ pub async fn login(
             });
         }
     };
-    state.login_throttle.succeeded(&user.username);
+    attempt.succeeded();
     // The next request will almost certainly present this token: warm the cache.
     state.users.insert(user.id, Some(UserRecord::from(&user)));
     let issued = state
