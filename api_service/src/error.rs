@@ -235,16 +235,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+fn unavailable_database(source: &sqlx::Error) -> ApiError {
+    ApiError::Unavailable {
+        code: "database_unavailable",
+        message: "the database is unavailable, try again shortly".into(),
+        detail: source.to_string(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict => ApiError::Conflict("already exists".into()),
-            StoreError::Unavailable(source) => ApiError::Unavailable {
-                code: "database_unavailable",
-                message: "the database is unavailable, try again shortly".into(),
-                detail: source.to_string(),
-            },
+            StoreError::Unavailable(source) => unavailable_database(&source),
             StoreError::Other(source) => ApiError::Internal(source.into()),
+        }
+    }
+}
+
+/// A store error shared by several requests (a `/stats` read they joined): the same answer for
+/// each, the driver error kept as the source of a 500.
+impl From<std::sync::Arc<StoreError>> for ApiError {
+    fn from(err: std::sync::Arc<StoreError>) -> Self {
+        match &*err {
+            StoreError::Conflict => ApiError::Conflict("already exists".into()),
+            StoreError::Unavailable(source) => unavailable_database(source),
+            StoreError::Other(_) => ApiError::Internal(err.into()),
         }
     }
 }

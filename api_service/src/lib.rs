@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod fresh_read;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;

@@ -62,6 +62,7 @@ impl Application {
                 settings.login_lockout,
             )),
             metrics: Arc::new(Metrics::new()),
+            top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
         };
         let listener = TcpListener::bind(settings.api_addr)
             .await

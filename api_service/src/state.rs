@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
+use crate::fresh_read::FreshRead;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{StockCount, Store, StoreError};
 use crate::transport::QuoteTransport;
 
 #[derive(Clone)]
@@ -16,4 +17,6 @@ pub struct AppState {
     pub users: Arc<UserCache>,
     pub login_throttle: Arc<LoginThrottle>,
     pub metrics: Arc<Metrics>,
+    /// `/stats` reads shared among concurrent admins (see `fresh_read`).
+    pub top_stocks: Arc<FreshRead<Vec<StockCount>, StoreError>>,
 }

@@ -266,6 +266,7 @@ pub async fn state(
             std::time::Duration::from_secs(300),
         )),
         metrics: Arc::new(Metrics::new()),
+        top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
     }
 }
 

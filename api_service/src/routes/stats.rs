@@ -40,7 +40,12 @@ pub async fn stats(
     State(state): State<AppState>,
     admin: Admin,
 ) -> Result<Json<Vec<StatsItem>>, ApiError> {
-    let top = state.store.top_stocks(TOP_N).await?;
+    let store = std::sync::Arc::clone(&state.store);
+    // Concurrent admins share one query that started after they all arrived.
+    let top = state
+        .top_stocks
+        .get(move || async move { store.top_stocks(TOP_N).await })
+        .await?;
     Ok(Json(
         top.into_iter()
             .map(|c| StatsItem {
