@@ -385,8 +385,10 @@ fn close_connection_named(name: &str) -> Option<()> {
 async fn lost_connection_fails_waiting_calls_at_once_and_reconnects() {
     let Some(admin) = broker().await else { return };
     let queue = unique_queue();
-    let responder = Responder::start(&queue, Mode::Slow { delay_ms: 3000 }).await;
-    let t = Arc::new(transport(&queue, Duration::from_secs(10)).await);
+    // The stalled call can end only when the link dies (or after 60 s): a slow rabbitmqctl on
+    // a loaded machine must not let a reply win the race (it did with a 3 s reply delay).
+    let responder = Responder::start(&queue, Mode::StallOn { symbol: "s3" }).await;
+    let t = Arc::new(transport(&queue, Duration::from_secs(60)).await);
     assert!(t.is_ready());
 
     let waiting = {

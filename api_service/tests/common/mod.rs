@@ -80,6 +80,9 @@ pub enum Mode {
     NotFound,
     /// Consumes and never replies.
     Silent,
+    /// Never replies for this symbol, echoes every other at once: a call that can end only
+    /// by its timeout or a failure of the link, however slow the machine is.
+    StallOn { symbol: &'static str },
 }
 
 #[derive(Default)]
@@ -136,8 +139,11 @@ impl Responder {
                 }
                 let reply = match mode {
                     Mode::Silent => continue,
+                    Mode::StallOn { symbol } if request.symbol.eq_ignore_ascii_case(symbol) => {
+                        continue;
+                    }
                     Mode::NotFound => QuoteReply::error(ErrorCode::NotFound, "no such symbol"),
-                    Mode::Echo { .. } | Mode::Slow { .. } => {
+                    Mode::Echo { .. } | Mode::Slow { .. } | Mode::StallOn { .. } => {
                         QuoteReply::ok(quote_for(&request.symbol))
                     }
                 };
