@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 mod errors;
 mod group_commit;
 mod migrations;
+mod pool;
 pub mod postgres;
 pub mod provision;
 pub mod sqlite;

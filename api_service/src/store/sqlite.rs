@@ -19,6 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use tracing::instrument;
 
 use super::group_commit::{BatchWriter, GroupCommit};
+use super::pool;
 use super::{
     HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
     counter_key, migrations, truncate_to_micros,
@@ -260,20 +261,15 @@ impl Store for SqliteStore {
         .bind(i64::from(n))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StockCount {
-                    stock: row.try_get("symbol")?,
-                    times_requested: row.try_get("times_requested")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(pool::stock_count)
+            .collect::<Result<_, _>>()?)
     }
 
     #[instrument(skip_all, fields(backend = "sqlite"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        pool::ping(&self.pool).await
     }
 
     #[instrument(skip_all, fields(backend = "sqlite"))]
@@ -301,11 +297,7 @@ impl Store for SqliteStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle(),
-            max: self.pool.options().get_max_connections(),
-        }
+        pool::occupancy(&self.pool)
     }
 
     #[instrument(skip_all, fields(backend = "sqlite"))]
