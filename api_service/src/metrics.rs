@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::PoolStats;
 
@@ -19,6 +20,9 @@ use crate::store::PoolStats;
 const BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// How often histogram samples are folded into buckets (see `run_upkeep_until`).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -139,6 +143,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.handle.render()
     }
+
+    /// Folds recorded histogram samples into their buckets `every` so often until `stop`.
+    /// A recorder built by hand (one per application, see above) only does that when
+    /// rendered, so an instance that nobody scrapes kept every sample: RSS grew by about
+    /// 0.4 MB a second under stock-hot load and never came back.
+    pub async fn run_upkeep_until(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            self.handle.run_upkeep();
+        }
+    }
 }
 
 /// Middleware counting and timing every request by its matched route (not the raw path, so
@@ -159,6 +175,30 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn upkeep_keeps_every_sample_counted_and_stops_with_the_app() {
+        let metrics = Arc::new(Metrics::new());
+        for _ in 0..1000 {
+            metrics.quote_rpc("ok", Duration::from_millis(2));
+        }
+        let stop = CancellationToken::new();
+        let upkeep = tokio::spawn(
+            Arc::clone(&metrics).run_upkeep_until(Duration::from_millis(10), stop.clone()),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"quote_rpc_duration_seconds_count{outcome="ok"} 1000"#),
+            "{text}"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), upkeep)
+            .await
+            .expect("the upkeep task ends when the application stops")
+            .unwrap();
+    }
 
     #[test]
     fn instances_do_not_share_counts() {

@@ -112,6 +112,10 @@ impl Application {
         if self.handle_signals {
             tokio::spawn(cancel_on_signal(token.clone()));
         }
+        tokio::spawn(
+            Arc::clone(&self.state.metrics)
+                .run_upkeep_until(crate::metrics::UPKEEP_EVERY, token.clone()),
+        );
         // Connection info gives the login throttle each client's address.
         let app = self
             .router
