@@ -46,7 +46,8 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 429: too many failed logins; `retry_after` becomes the `Retry-After` header.
+    /// 429: too many failed logins, or too many logins for one username still in progress;
+    /// `retry_after` becomes the `Retry-After` header.
     #[error("{message}")]
     TooManyRequests {
         message: String,

@@ -113,7 +113,9 @@ pub struct Settings {
 
     /// Brute-force protection: failed logins for one username (unknown usernames included)
     /// after which that username gets 429 with Retry-After for LOGIN_LOCKOUT, even with the
-    /// right password. Other users are unaffected. `0` disables it.
+    /// right password. Other users are unaffected. Logins still being checked take slots of
+    /// this limit too: more concurrent logins for one username wait (up to 5 s) for a slot.
+    /// `0` disables it.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
 
