@@ -675,6 +675,34 @@ async fn stats_are_for_admins_and_ordered() {
     );
 }
 
+#[tokio::test]
+async fn stats_are_503_while_the_database_is_down_and_recover_with_it() {
+    let app = app().await;
+    let admin_token = app.login("root", "root-password").await;
+    app.store.down.store(true, Ordering::SeqCst);
+
+    // Concurrent requests share the failed read; each gets the same 503, none a 500.
+    let (a, b) = tokio::join!(
+        app.get("/api/v1/stats", Some(&admin_token)),
+        app.get("/api/v1/stats", Some(&admin_token))
+    );
+    for reply in [&a, &b] {
+        assert_envelope(
+            reply,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+        );
+    }
+
+    app.store.down.store(false, Ordering::SeqCst);
+    let reply = app.get("/api/v1/stats", Some(&admin_token)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a failed read must not be kept"
+    );
+}
+
 // ---- users ----
 
 #[tokio::test]
