@@ -47,6 +47,8 @@ pub struct ServiceMemory {
 pub struct RssFigures {
     pub before_runs: Vec<u64>,
     pub peak: Vec<u64>,
+    /// Each measured run's sampled maxima, in run order.
+    pub run_peaks: Vec<Vec<u64>>,
 }
 
 impl RssFigures {
@@ -58,6 +60,7 @@ impl RssFigures {
         Self {
             peak: before_runs.clone(),
             before_runs,
+            run_peaks: Vec::new(),
         }
     }
 
@@ -66,7 +69,26 @@ impl RssFigures {
         for (p, m) in self.peak.iter_mut().zip(maxima) {
             *p = (*p).max(*m);
         }
+        self.run_peaks.push(maxima.to_vec());
     }
+
+    /// First and last run's peak of the process at `index`, KiB (None with fewer than two runs).
+    pub fn first_and_last_run_peak(&self, index: usize) -> Option<(u64, u64)> {
+        if self.run_peaks.len() < 2 {
+            return None;
+        }
+        let first = *self.run_peaks.first()?.get(index)?;
+        let last = *self.run_peaks.last()?.get(index)?;
+        Some((first, last))
+    }
+}
+
+/// Whether a service's memory held steady from the first measured run to the last: identical
+/// runs should peak alike once caches and pools are warm, so growth beyond 10 % + 8 MiB of
+/// the first run's peak means something keeps what it should release (as the unscraped
+/// histogram samples did, ~12 MiB per 30 s run).
+pub fn steady(first_kib: u64, last_kib: u64) -> bool {
+    last_kib <= first_kib + first_kib / 10 + 8 * 1024
 }
 
 /// Samples VmRSS of some processes every `period` until stopped; returns each one's maximum.
@@ -106,6 +128,18 @@ impl RssSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steady_allows_noise_but_not_growth_run_after_run() {
+        let mb = |v: u64| v * 1024;
+        assert!(steady(mb(47), mb(47)));
+        assert!(steady(mb(47), mb(40)), "shrinking is fine");
+        assert!(steady(mb(47), mb(55)), "within 10 % + 8 MiB");
+        assert!(
+            !steady(mb(55), mb(75)),
+            "the histogram leak: +20 MiB over two runs"
+        );
+    }
 
     #[test]
     fn parses_status_fields() {

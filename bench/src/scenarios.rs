@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::db::Backend;
 use crate::echo::EchoResult;
-use crate::memory::{RssFigures, RssSampler, ServiceMemory};
+use crate::memory::{RssFigures, RssSampler, ServiceMemory, kib_to_mib};
 use crate::stack::{BenchUser, Binaries, Service, Stack, StackOptions, Transport};
 use crate::stats::median;
 use crate::wrk::{self, Load, Plan, WrkResult};
@@ -437,6 +437,7 @@ async fn stock_runs(
         passed: rows == counters,
         detail: format!("{rows} history rows, counters sum to {counters}"),
     });
+    checks.push(memory_steady(&peaks));
     Ok(StockOutcome {
         runs,
         rss: peaks,
@@ -450,6 +451,32 @@ struct StockOutcome {
     rss: RssFigures,
     checks: Vec<Check>,
     extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// No service's memory grows from run to run (a leak shows as a staircase of run peaks; the
+/// targets only look at the highest one). Indexes follow `Stack::pids`.
+fn memory_steady(rss: &RssFigures) -> Check {
+    let mut passed = true;
+    let mut details = Vec::new();
+    for (index, service) in [(1, "quote_service"), (2, "api_service")] {
+        if let Some((first, last)) = rss.first_and_last_run_peak(index) {
+            passed &= crate::memory::steady(first, last);
+            details.push(format!(
+                "{service} {:.1} -> {:.1} MB",
+                kib_to_mib(first),
+                kib_to_mib(last)
+            ));
+        }
+    }
+    Check {
+        name: "memory steady from the first run to the last".into(),
+        passed,
+        detail: if details.is_empty() {
+            "one run: nothing to compare".into()
+        } else {
+            format!("run peaks {}", details.join(", "))
+        },
+    }
 }
 
 /// Nothing lost: every 200 left a row. Requests wrk cut off at the end of a run may still
@@ -853,6 +880,7 @@ async fn read_runs(
     let mut saturated = ScenarioReport::new(name, description, cfg.connections, runs);
     saturated.checks = checks.clone();
     saturated.checks.push(no_rows_written(&saturated.runs));
+    saturated.checks.push(memory_steady(&peaks));
     saturated.memory = stack.memory(&peaks).into_iter().collect();
     saturated.extra.insert(
         "seed_seconds".into(),
@@ -888,6 +916,7 @@ async fn read_runs(
         );
         paced.checks = checks;
         paced.checks.push(no_rows_written(&paced.runs));
+        paced.checks.push(memory_steady(&peaks));
         paced.memory = stack.memory(&peaks).into_iter().collect();
         paced
             .extra
@@ -993,6 +1022,7 @@ async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
         );
         report.memory = stack.memory(&peaks).into_iter().collect();
         report.checks.push(no_rows_written(&report.runs));
+        report.checks.push(memory_steady(&peaks));
         report.checks.push(Check {
             name: "zero errors".into(),
             passed: report.runs.iter().all(|r| r.errors == 0),
