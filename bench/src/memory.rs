@@ -37,6 +37,8 @@ pub struct ServiceMemory {
     pub before_runs_rss_mb: f64,
     /// Highest VmRSS sampled during the measured runs.
     pub sampled_peak_rss_mb: f64,
+    /// Highest VmRSS sampled during each measured run, in run order.
+    pub run_peaks_mb: Vec<f64>,
     /// VmHWM when the scenario ended: the true peak since the process started (includes
     /// warm-up and seeding).
     pub peak_rss_mb: f64,
@@ -71,24 +73,14 @@ impl RssFigures {
         }
         self.run_peaks.push(maxima.to_vec());
     }
-
-    /// First and last run's peak of the process at `index`, KiB (None with fewer than two runs).
-    pub fn first_and_last_run_peak(&self, index: usize) -> Option<(u64, u64)> {
-        if self.run_peaks.len() < 2 {
-            return None;
-        }
-        let first = *self.run_peaks.first()?.get(index)?;
-        let last = *self.run_peaks.last()?.get(index)?;
-        Some((first, last))
-    }
 }
 
 /// Whether a service's memory held steady from the first measured run to the last: identical
 /// runs should peak alike once caches and pools are warm, so growth beyond 10 % + 8 MiB of
 /// the first run's peak means something keeps what it should release (as the unscraped
 /// histogram samples did, ~12 MiB per 30 s run).
-pub fn steady(first_kib: u64, last_kib: u64) -> bool {
-    last_kib <= first_kib + first_kib / 10 + 8 * 1024
+pub fn steady(first_mb: f64, last_mb: f64) -> bool {
+    last_mb <= first_mb * 1.1 + 8.0
 }
 
 /// Samples VmRSS of some processes every `period` until stopped; returns each one's maximum.
@@ -131,12 +123,11 @@ mod tests {
 
     #[test]
     fn steady_allows_noise_but_not_growth_run_after_run() {
-        let mb = |v: u64| v * 1024;
-        assert!(steady(mb(47), mb(47)));
-        assert!(steady(mb(47), mb(40)), "shrinking is fine");
-        assert!(steady(mb(47), mb(55)), "within 10 % + 8 MiB");
+        assert!(steady(47.0, 47.0));
+        assert!(steady(47.0, 40.0), "shrinking is fine");
+        assert!(steady(47.0, 55.0), "within 10 % + 8 MiB");
         assert!(
-            !steady(mb(55), mb(75)),
+            !steady(55.0, 75.0),
             "the histogram leak: +20 MiB over two runs"
         );
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::db::Backend;
 use crate::echo::EchoResult;
-use crate::memory::{RssFigures, RssSampler, ServiceMemory, kib_to_mib};
+use crate::memory::{RssFigures, RssSampler, ServiceMemory};
 use crate::stack::{BenchUser, Binaries, Service, Stack, StackOptions, Transport};
 use crate::stats::median;
 use crate::wrk::{self, Load, Plan, WrkResult};
@@ -215,6 +215,12 @@ impl ScenarioReport {
             checks: Vec::new(),
             extra: BTreeMap::new(),
         }
+    }
+
+    /// Records the services' memory and checks that it held steady over the runs.
+    fn set_memory(&mut self, memory: Vec<(String, ServiceMemory)>) {
+        self.memory = memory.into_iter().collect();
+        self.checks.push(memory_steady(&self.memory));
     }
 }
 
@@ -437,7 +443,6 @@ async fn stock_runs(
         passed: rows == counters,
         detail: format!("{rows} history rows, counters sum to {counters}"),
     });
-    checks.push(memory_steady(&peaks));
     Ok(StockOutcome {
         runs,
         rss: peaks,
@@ -454,18 +459,16 @@ struct StockOutcome {
 }
 
 /// No service's memory grows from run to run (a leak shows as a staircase of run peaks; the
-/// targets only look at the highest one). Indexes follow `Stack::pids`.
-fn memory_steady(rss: &RssFigures) -> Check {
+/// targets only look at the highest one).
+fn memory_steady(memory: &BTreeMap<String, ServiceMemory>) -> Check {
     let mut passed = true;
     let mut details = Vec::new();
-    for (index, service) in [(1, "quote_service"), (2, "api_service")] {
-        if let Some((first, last)) = rss.first_and_last_run_peak(index) {
-            passed &= crate::memory::steady(first, last);
-            details.push(format!(
-                "{service} {:.1} -> {:.1} MB",
-                kib_to_mib(first),
-                kib_to_mib(last)
-            ));
+    for (service, m) in memory {
+        if let (Some(first), Some(last)) = (m.run_peaks_mb.first(), m.run_peaks_mb.last())
+            && m.run_peaks_mb.len() > 1
+        {
+            passed &= crate::memory::steady(*first, *last);
+            details.push(format!("{service} {first:.1} -> {last:.1} MB"));
         }
     }
     Check {
@@ -542,7 +545,7 @@ async fn stock_hot(
         );
         report.checks = outcome.checks;
         report.extra = outcome.extra;
-        report.memory = stack.memory(&outcome.rss).into_iter().collect();
+        report.set_memory(stack.memory(&outcome.rss));
         add_upstream_ratio(&mut report);
         Ok::<_, anyhow::Error>(report)
     }
@@ -606,7 +609,7 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
         );
         report.checks = outcome.checks;
         report.extra = outcome.extra;
-        report.memory = stack.memory(&outcome.rss).into_iter().collect();
+        report.set_memory(stack.memory(&outcome.rss));
         add_upstream_ratio(&mut report);
         Ok::<_, anyhow::Error>(report)
     }
@@ -880,8 +883,7 @@ async fn read_runs(
     let mut saturated = ScenarioReport::new(name, description, cfg.connections, runs);
     saturated.checks = checks.clone();
     saturated.checks.push(no_rows_written(&saturated.runs));
-    saturated.checks.push(memory_steady(&peaks));
-    saturated.memory = stack.memory(&peaks).into_iter().collect();
+    saturated.set_memory(stack.memory(&peaks));
     saturated.extra.insert(
         "seed_seconds".into(),
         serde_json::json!(seeded.as_secs_f64()),
@@ -916,8 +918,7 @@ async fn read_runs(
         );
         paced.checks = checks;
         paced.checks.push(no_rows_written(&paced.runs));
-        paced.checks.push(memory_steady(&peaks));
-        paced.memory = stack.memory(&peaks).into_iter().collect();
+        paced.set_memory(stack.memory(&peaks));
         paced
             .extra
             .insert("offered_rps".into(), serde_json::json!(offered));
@@ -1020,9 +1021,8 @@ async fn login(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepor
             cfg.login_connections,
             runs,
         );
-        report.memory = stack.memory(&peaks).into_iter().collect();
+        report.set_memory(stack.memory(&peaks));
         report.checks.push(no_rows_written(&report.runs));
-        report.checks.push(memory_steady(&peaks));
         report.checks.push(Check {
             name: "zero errors".into(),
             passed: report.runs.iter().all(|r| r.errors == 0),

@@ -297,6 +297,7 @@ impl Stack {
                         idle_rss_mb: self.idle_rss_mb[i],
                         before_runs_rss_mb: mb(&rss.before_runs, i),
                         sampled_peak_rss_mb: mb(&rss.peak, i),
+                        run_peaks_mb: rss.run_peaks.iter().map(|run| mb(run, i)).collect(),
                         peak_rss_mb: svc.hwm_mb(),
                     },
                 )
