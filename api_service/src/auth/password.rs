@@ -166,19 +166,16 @@ pub struct Hasher {
 impl Hasher {
     /// Computes the dummy hash (one full argon2 run, outside the pool) before returning.
     pub async fn new(concurrency: usize) -> Result<Self, PasswordError> {
-        let mut hasher = Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            pool: Arc::default(),
-            dummy_hash: Arc::from(""),
-        };
         let dummy_password = uuid::Uuid::new_v4().to_string();
         // Not through the pool: a pooled buffer would stay resident (19 MiB) in a server that
         // has not served a single login yet. This one is freed, and the pool fills on demand.
-        hasher.dummy_hash =
-            tokio::task::spawn_blocking(move || hash_password_blocking(&dummy_password))
-                .await??
-                .into();
-        Ok(hasher)
+        let dummy_hash =
+            tokio::task::spawn_blocking(move || hash_password_blocking(&dummy_password)).await??;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::default(),
+            dummy_hash: dummy_hash.into(),
+        })
     }
 
     /// Runs `work` on the blocking pool with a pooled argon2 buffer. The permit moves into
