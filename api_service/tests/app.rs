@@ -363,15 +363,7 @@ async fn http_peer() -> (String, Arc<Mutex<PeerLog>>, CancellationToken) {
             ),
         )
         .route("/readyz", axum::routing::get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let stop2 = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop2.cancelled_owned())
-            .await
-    });
+    let (url, stop) = common::serve(router).await;
     (url, log, stop)
 }
 

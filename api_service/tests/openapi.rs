@@ -82,15 +82,7 @@ async fn quote_peer() -> (String, CancellationToken) {
             ),
         )
         .route("/readyz", axum::routing::get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
-    });
+    let (url, stop) = common::serve(router).await;
     (url, stop)
 }
 

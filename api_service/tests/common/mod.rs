@@ -1,5 +1,6 @@
-//! Test peers shared by the integration tests: broker access with the skip rule, and a tiny
-//! responder playing the quote service on a uniquely named queue.
+//! Test peers shared by the integration tests: broker access with the skip rule, a tiny
+//! responder playing the quote service on a uniquely named queue, and a way to serve an
+//! HTTP stand-in for it.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -221,4 +222,19 @@ pub async fn wait_until(cond: impl Fn() -> bool, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Serves `router` (an HTTP stand-in for the quote service) on a free loopback port until the
+/// returned token is cancelled; returns its base URL.
+pub async fn serve(router: axum::Router) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+    });
+    (url, stop)
 }
