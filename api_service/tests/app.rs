@@ -14,86 +14,11 @@ use api_service::{Application, Settings, users};
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::{Mode, Responder, amqp_url, broker, declare, delete, quote_for, unique_queue};
+use common::{Mode, Responder, amqp_url, broker, declare, delete, quote_for, start, unique_queue};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::{ErrorCode, QuoteReply};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-struct Running {
-    base: String,
-    stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-    client: reqwest::Client,
-    _db: TestDatabase,
-}
-
-async fn start(settings: Settings, db: TestDatabase) -> Running {
-    let app = Application::build(settings)
-        .await
-        .expect("application builds");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = app.shutdown_token();
-    let app_store = app.store();
-    users::create_user(
-        app_store.as_ref(),
-        "alice",
-        &SecretString::from("alice-password"),
-        Role::User,
-    )
-    .await
-    .unwrap();
-    users::create_user(
-        app_store.as_ref(),
-        "root",
-        &SecretString::from("root-password"),
-        Role::Admin,
-    )
-    .await
-    .unwrap();
-    let handle = tokio::spawn(app.run_until_stopped());
-    Running {
-        base,
-        stop,
-        handle,
-        client: reqwest::Client::new(),
-        _db: db,
-    }
-}
-
-impl Running {
-    async fn login(&self, username: &str, password: &str) -> String {
-        let reply: Value = self
-            .client
-            .post(format!("{}/api/v1/login", self.base))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["token"].as_str().expect("token").to_owned()
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.get(format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.handle)
-            .await
-            .expect("stops within the grace period")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 fn amqp_settings(db: &TestDatabase, queue: &str) -> Settings {
     Settings::for_tests(
@@ -121,7 +46,7 @@ async fn quotes_are_served_recorded_and_counted_over_amqp() {
         ready.text().await.unwrap()
     );
 
-    let token = app.login("alice", "alice-password").await;
+    let token = app.login("alice").await;
     let reply = app
         .client
         .get(format!("{}/api/v1/stock?q=S42", app.base))
@@ -157,7 +82,7 @@ async fn quotes_are_served_recorded_and_counted_over_amqp() {
     assert_eq!(history[0]["name"], "NAME s42");
     assert_eq!(history[0]["close"], 42.0);
 
-    let admin_token = app.login("root", "root-password").await;
+    let admin_token = app.login("root").await;
     let stats: Value = app
         .get("/api/v1/stats", Some(&admin_token))
         .await
@@ -188,7 +113,7 @@ async fn no_worker_means_a_fast_503_and_not_ready() {
     declare(&admin, &queue).await;
     let db = fresh_sqlite();
     let app = start(amqp_settings(&db, &queue), db).await;
-    let token = app.login("alice", "alice-password").await;
+    let token = app.login("alice").await;
 
     let started = Instant::now();
     let reply = app.get("/api/v1/stock?q=aapl.us", Some(&token)).await;
@@ -223,7 +148,7 @@ async fn silent_worker_gives_504_after_the_rpc_timeout() {
     let mut settings = amqp_settings(&db, &queue);
     settings.rpc_timeout = Duration::from_millis(600);
     let app = start(settings, db).await;
-    let token = app.login("alice", "alice-password").await;
+    let token = app.login("alice").await;
     let started = Instant::now();
     let reply = app.get("/api/v1/stock?q=aapl.us", Some(&token)).await;
     let elapsed = started.elapsed();
@@ -243,7 +168,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let responder = Responder::start(&queue, Mode::Slow { delay_ms: 800 }).await;
     let db = fresh_sqlite();
     let app = start(amqp_settings(&db, &queue), db).await;
-    let token = app.login("alice", "alice-password").await;
+    let token = app.login("alice").await;
 
     let in_flight = {
         let client = app.client.clone();
@@ -374,7 +299,7 @@ async fn http_transport_serves_quotes_and_forwards_headers() {
     let mut settings = Settings::for_tests(db.url(), TestTransport::Http { base_url: url });
     settings.rpc_timeout = Duration::from_millis(700);
     let app = start(settings, db).await;
-    let token = app.login("alice", "alice-password").await;
+    let token = app.login("alice").await;
 
     let reply = app
         .client

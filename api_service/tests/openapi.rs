@@ -23,17 +23,14 @@ use std::time::Duration;
 use api_service::openapi::{BEARER, DOCS_PATH, OPENAPI_PATH};
 use api_service::settings::TestTransport;
 use api_service::state::AppState;
-use api_service::store::Role;
-use api_service::store::provision::{TestDatabase, fresh_sqlite};
-use api_service::{Application, Settings, routes, users};
+use api_service::store::provision::fresh_sqlite;
+use api_service::{Settings, routes};
 use axum::extract::Query;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use common::quote_for;
-use secrecy::SecretString;
+use common::{Running, quote_for};
 use serde_json::{Value, json};
 use shared::{ErrorCode, QuoteReply};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const ERROR_ENVELOPE: &str = "#/components/schemas/ErrorEnvelope";
@@ -41,14 +38,17 @@ const ERROR_ENVELOPE: &str = "#/components/schemas/ErrorEnvelope";
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 const USER_CACHE_TTL: Duration = Duration::from_millis(200);
 
+/// The API over HTTP to a scripted quote service (see [`quote_peer`]).
 struct App {
-    base: String,
-    client: reqwest::Client,
-    state: AppState,
-    stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    running: Running,
     peer_stop: CancellationToken,
-    _db: TestDatabase,
+}
+
+impl std::ops::Deref for App {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.running
+    }
 }
 
 /// The quote service, scripted by symbol: `s<n>` quotes n, `rejected` is a 502 from the feed,
@@ -93,46 +93,13 @@ async fn start() -> App {
     settings.rpc_timeout = Duration::from_millis(700);
     // Short, so the database-down cases below do not wait long for cached users to expire.
     settings.user_cache_ttl = USER_CACHE_TTL;
-    let app = Application::build(settings)
-        .await
-        .expect("application builds");
-    let store = app.store();
-    for (name, role) in [("alice", Role::User), ("root", Role::Admin)] {
-        let password = SecretString::from(format!("{name}-password"));
-        users::create_user(store.as_ref(), name, &password, role)
-            .await
-            .unwrap();
-    }
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    let stop = app.shutdown_token();
-    let handle = tokio::spawn(app.run_until_stopped());
     App {
-        base,
-        client: reqwest::Client::new(),
-        state,
-        stop,
-        handle,
+        running: common::start(settings, db).await,
         peer_stop,
-        _db: db,
     }
 }
 
 impl App {
-    async fn login(&self, username: &str) -> String {
-        let reply: Value = self
-            .client
-            .post(format!("{}/api/v1/login", self.base))
-            .json(&json!({"username": username, "password": format!("{username}-password")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["token"].as_str().expect("token").to_owned()
-    }
-
     async fn document(&self) -> Value {
         let reply = self
             .client
@@ -145,13 +112,8 @@ impl App {
     }
 
     async fn stop(self) {
-        self.stop.cancel();
         self.peer_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.handle)
-            .await
-            .expect("stops within the grace period")
-            .unwrap()
-            .unwrap();
+        self.running.stop().await;
     }
 }
 

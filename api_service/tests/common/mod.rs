@@ -1,6 +1,6 @@
 //! Test peers shared by the integration tests: broker access with the skip rule, a tiny
-//! responder playing the quote service on a uniquely named queue, and a way to serve an
-//! HTTP stand-in for it.
+//! responder playing the quote service on a uniquely named queue, a way to serve an HTTP
+//! stand-in for it, and the API itself running on a free port with two users.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -237,4 +237,75 @@ pub async fn serve(router: axum::Router) -> (String, tokio_util::sync::Cancellat
             .await
     });
     (url, stop)
+}
+
+/// The API served on a free port, with `alice` (user) and `root` (admin), each with the
+/// password `<name>-password`.
+pub struct Running {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: api_service::state::AppState,
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: api_service::store::provision::TestDatabase,
+}
+
+pub async fn start(
+    settings: api_service::settings::Settings,
+    db: api_service::store::provision::TestDatabase,
+) -> Running {
+    use api_service::store::Role;
+    let app = api_service::startup::Application::build(settings)
+        .await
+        .expect("application builds");
+    let store = app.store();
+    for (name, role) in [("alice", Role::User), ("root", Role::Admin)] {
+        let password = secrecy::SecretString::from(format!("{name}-password"));
+        api_service::users::create_user(store.as_ref(), name, &password, role)
+            .await
+            .unwrap();
+    }
+    Running {
+        base: format!("http://127.0.0.1:{}", app.port()),
+        client: reqwest::Client::new(),
+        state: app.state().clone(),
+        stop: app.shutdown_token(),
+        handle: tokio::spawn(app.run_until_stopped()),
+        _db: db,
+    }
+}
+
+impl Running {
+    /// A bearer token for one of the two users.
+    pub async fn login(&self, username: &str) -> String {
+        let reply: serde_json::Value = self
+            .client
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&serde_json::json!({"username": username, "password": format!("{username}-password")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Stops the server and waits for its graceful shutdown.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("stops within the grace period")
+            .unwrap()
+            .unwrap();
+    }
 }
