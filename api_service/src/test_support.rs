@@ -86,6 +86,19 @@ impl Store for MemoryStore {
         inner.history.retain(|(u, _)| *u != user.id);
         Ok(true)
     }
+    async fn replace_password_hash(
+        &self,
+        user_id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.check()?;
+        let user = inner
+            .users
+            .iter_mut()
+            .find(|u| u.id == user_id && u.password_hash == old);
+        Ok(user.map(|u| u.password_hash = new.to_owned()).is_some())
+    }
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
         let mut inner = self.check()?;
         inner.next_row += 1;

@@ -103,6 +103,39 @@ async fn duplicate_username_conflicts(store: Arc<dyn Store>) {
     store.create_user(user("dup")).await.unwrap();
 }
 
+async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(store: Arc<dyn Store>) {
+    let u = store.create_user(user("rehash")).await.unwrap();
+    let old = u.password_hash.clone();
+    assert!(
+        store
+            .replace_password_hash(u.id, &old, "$new-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user_by_id(u.id).await.unwrap().unwrap().password_hash,
+        "$new-1"
+    );
+    // A second upgrade from the stale value must not undo the first.
+    assert!(
+        !store
+            .replace_password_hash(u.id, &old, "$new-2")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user_by_id(u.id).await.unwrap().unwrap().password_hash,
+        "$new-1"
+    );
+    assert!(
+        !store
+            .replace_password_hash(-1, &old, "$new-3")
+            .await
+            .unwrap(),
+        "no such user"
+    );
+}
+
 async fn history_is_newest_first_and_round_trips(store: Arc<dyn Store>) {
     let u = store.create_user(user("hist")).await.unwrap();
     assert!(all_history(&store, u.id).await.is_empty());
@@ -474,6 +507,7 @@ macro_rules! contract_tests {
 contract_tests!(
     users_create_find_delete,
     duplicate_username_conflicts,
+    a_password_hash_is_replaced_only_while_it_is_still_the_old_one,
     history_is_newest_first_and_round_trips,
     pagination_cursor_is_stable_while_rows_arrive,
     users_see_only_their_history,

@@ -156,6 +156,14 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
     /// Deletes the user and their history; returns whether the user existed.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Stores `new` as the user's password hash only if it is still `old` (so a rehash never
+    /// undoes a password change that happened meanwhile); returns whether it did.
+    async fn replace_password_hash(
+        &self,
+        user_id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
     /// Inserts the history row and bumps the symbol's counter in ONE transaction; when this
     /// returns Ok the row is committed (a 200 from /stock relies on it).
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError>;

@@ -222,6 +222,23 @@ impl Store for PostgresStore {
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
+    async fn replace_password_hash(
+        &self,
+        user_id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(new)
+                .bind(user_id)
+                .bind(old)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
         self.commits.submit(user_id, entry).await
     }
