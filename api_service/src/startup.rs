@@ -44,6 +44,7 @@ impl Application {
             .migrate()
             .await
             .context("applying database migrations")?;
+        warn_about_open_demo_accounts(store.as_ref()).await;
         let transport = transport::build(&settings)
             .await
             .context("starting the quote transport")?;
@@ -137,6 +138,18 @@ impl Application {
         self.state.transport.shutdown().await;
         self.state.store.close().await;
         result
+    }
+}
+
+async fn warn_about_open_demo_accounts(store: &dyn Store) {
+    match crate::users::open_demo_accounts(store).await {
+        Ok(open) if !open.is_empty() => tracing::warn!(
+            accounts = ?open,
+            "demo accounts exist with their public demo passwords: anyone can sign in as \
+             them. Delete them (`api_service users delete NAME`) before exposing this service"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not check for demo accounts"),
     }
 }
 

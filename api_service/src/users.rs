@@ -156,6 +156,28 @@ pub async fn seed_demo(store: &dyn Store) -> Result<Vec<String>, CreateUserError
     Ok(created)
 }
 
+/// The demo accounts that still exist with their published demo passwords: anyone who has
+/// read the README can sign in as them (the admin included). Checked at every start so the
+/// warning cannot scroll away once and be forgotten.
+pub async fn open_demo_accounts(store: &dyn Store) -> Result<Vec<&'static str>, StoreError> {
+    let mut open = Vec::new();
+    for (username, password, _) in DEMO_USERS {
+        let Some(user) = store.user_by_username(username).await? else {
+            continue;
+        };
+        let (password, hash) = (password.to_string(), user.password_hash);
+        let matches = tokio::task::spawn_blocking(move || {
+            password::verify_password_blocking(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        if matches {
+            open.push(*username);
+        }
+    }
+    Ok(open)
+}
+
 /// Deletes a user (and their history). With this instance's cache, their tokens stop
 /// working immediately; other instances notice within their cache TTL.
 pub async fn delete_user(

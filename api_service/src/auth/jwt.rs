@@ -12,6 +12,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::settings::Settings;
 use crate::store::Role;
@@ -85,15 +86,16 @@ pub struct JwtKeys {
 impl JwtKeys {
     /// From settings, refusing to run without a proper secret unless explicitly allowed.
     pub fn from_settings(settings: &Settings) -> Result<Self, JwtConfigError> {
-        let secret: Vec<u8> = match &settings.jwt_secret {
-            Some(secret) => secret.expose_secret().as_bytes().to_vec(),
+        // A copy of the key, wiped when dropped (the keys built from it wipe theirs too).
+        let secret: Zeroizing<Vec<u8>> = match &settings.jwt_secret {
+            Some(secret) => Zeroizing::new(secret.expose_secret().as_bytes().to_vec()),
             None if settings.allow_insecure_dev_secret => {
                 tracing::warn!(
                     "!!! JWT_SECRET is not set and ALLOW_INSECURE_DEV_SECRET=true: signing \
                      tokens with a random per-process key. Tokens die with this process and \
                      are not accepted by other instances. NEVER DO THIS IN PRODUCTION. !!!"
                 );
-                let mut bytes = vec![0u8; 48];
+                let mut bytes = Zeroizing::new(vec![0u8; 48]);
                 rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
                 bytes
             }

@@ -14,19 +14,60 @@
 //! Unknown users are "verified" against a dummy hash computed once at start-up, through the
 //! same pooled path, so a wrong username costs the same time as a wrong password and
 //! response timing reveals nothing about which usernames exist.
+//!
+//! A stored hash is verified with its own parameters, within [`ParamBounds`]: a hash far
+//! cheaper than anything this service writes is treated as tampered, and one far costlier
+//! would let a single row pin a CPU and hundreds of MiB per login. A hash cheaper than the
+//! current cost still verifies, and [`needs_rehash`] tells the login to upgrade it.
+//!
+//! Waiting for a hashing slot is bounded ([`MAX_WAIT`]): a login flood gets a quick
+//! "busy, retry" instead of piling up requests that each hold a connection.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use argon2::password_hash::PasswordVerifier as _;
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
+use zeroize::Zeroize as _;
 
 /// OWASP Password Storage Cheat Sheet, argon2id option 1.
 pub const M_COST_KIB: u32 = 19_456;
 pub const T_COST: u32 = 2;
 pub const P_COST: u32 = 1;
+
+/// How long a login waits for a hashing slot before being told to retry (503).
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// The parameters a stored hash may have and still be verified.
+pub struct ParamBounds;
+
+impl ParamBounds {
+    /// Below 4 MiB argon2 is cheap enough to brute-force on a GPU; this service never wrote
+    /// such a hash, so a row carrying one was tampered with or imported carelessly.
+    pub const MIN_M_COST_KIB: u32 = 4 * 1024;
+    /// 256 MiB, 16 passes, 16 lanes: an order of magnitude above the current cost, and a
+    /// bound on what one stored row can make a login spend.
+    pub const MAX_M_COST_KIB: u32 = 256 * 1024;
+    pub const MAX_T_COST: u32 = 16;
+    pub const MAX_P_COST: u32 = 16;
+
+    fn check(params: &Params) -> Result<(), String> {
+        let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+        if m < Self::MIN_M_COST_KIB {
+            return Err(format!(
+                "m={m} KiB is below the floor of {}",
+                Self::MIN_M_COST_KIB
+            ));
+        }
+        if m > Self::MAX_M_COST_KIB || t > Self::MAX_T_COST || p > Self::MAX_P_COST {
+            return Err(format!("m={m},t={t},p={p} is above the ceiling"));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -34,6 +75,9 @@ pub enum PasswordError {
     Hash(String),
     #[error("password hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every hashing slot stayed taken for [`MAX_WAIT`].
+    #[error("every password hashing slot is busy")]
+    Busy,
 }
 
 fn owasp_params() -> Params {
@@ -99,6 +143,13 @@ fn verify_with_memory(password: &str, phc: &str, memory: &mut [Block]) -> bool {
             return false;
         }
     };
+    if let Err(why) = ParamBounds::check(&params) {
+        tracing::error!(
+            why,
+            "stored password hash is out of bounds; reset this user's password"
+        );
+        return false;
+    }
     if params.block_count() > memory.len() {
         // Costlier than the pool's buffers (a hash from a future, higher setting): rare,
         // so argon2 may allocate for it.
@@ -124,6 +175,24 @@ fn verify_with_memory(password: &str, phc: &str, memory: &mut [Block]) -> bool {
     }
 }
 
+/// True when `phc` verifies but is cheaper than what this service writes now (older
+/// parameters, another argon2 variant or version): the login that proves the password
+/// should store a fresh hash. Never true for a costlier hash (no downgrades), nor for an
+/// unparsable one (it does not verify at all).
+pub fn needs_rehash(phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let current_variant = parsed.algorithm == Algorithm::Argon2id.ident()
+        && parsed
+            .version
+            .is_none_or(|v| v == u32::from(Version::V0x13));
+    !current_variant || params.m_cost() < M_COST_KIB || params.t_cost() < T_COST
+}
+
 /// Hashes on the calling thread; use from blocking contexts (CLI) or via [`Hasher`].
 pub fn hash_password_blocking(password: &str) -> Result<String, PasswordError> {
     hash_with_memory(password, &mut new_memory())
@@ -147,7 +216,9 @@ impl MemoryPool {
         pooled.unwrap_or_else(new_memory)
     }
 
-    fn put(&self, memory: Vec<Block>) {
+    /// Wipes the buffer (it holds values derived from the password) before pooling it.
+    fn put(&self, mut memory: Vec<Block>) {
+        memory.iter_mut().for_each(Block::zeroize);
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -159,6 +230,7 @@ impl MemoryPool {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    max_wait: Duration,
     pool: Arc<MemoryPool>,
     dummy_hash: Arc<str>,
 }
@@ -173,9 +245,16 @@ impl Hasher {
             tokio::task::spawn_blocking(move || hash_password_blocking(&dummy_password)).await??;
         Ok(Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            max_wait: MAX_WAIT,
             pool: Arc::default(),
             dummy_hash: dummy_hash.into(),
         })
+    }
+
+    /// How long a hash may wait for a slot before failing with [`PasswordError::Busy`].
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 
     /// Runs `work` on the blocking pool with a pooled argon2 buffer. The permit moves into
@@ -185,9 +264,9 @@ impl Hasher {
         &self,
         work: impl FnOnce(&mut [Block]) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
+        let permit = tokio::time::timeout(self.max_wait, Arc::clone(&self.permits).acquire_owned())
             .await
+            .map_err(|_| PasswordError::Busy)?
             .expect("semaphore never closed");
         let pool = Arc::clone(&self.pool);
         let result = tokio::task::spawn_blocking(move || {
@@ -327,6 +406,86 @@ mod tests {
         assert!(argon2i.starts_with("$argon2i$"), "{argon2i}");
         assert!(verify_with_memory("legacy", &argon2i, &mut memory));
         assert!(!verify_with_memory("legacz", &argon2i, &mut memory));
+    }
+
+    #[test]
+    fn hashes_outside_the_parameter_bounds_do_not_verify() {
+        use argon2::password_hash::{CustomizedPasswordHasher as _, PasswordHasher as _};
+        let too_cheap = Argon2::default()
+            .hash_password_customized(
+                b"pw",
+                &Salt::generate(),
+                None,
+                None,
+                Params::new(1024, 1, 1, None).unwrap(),
+            )
+            .unwrap()
+            .to_string();
+        assert!(!verify_with_memory("pw", &too_cheap, &mut new_memory()));
+        // A forged row asking for 1 GiB is refused before any work: the salt and hash are
+        // never even computed against.
+        let current = argon2().hash_password(b"pw").unwrap().to_string();
+        let too_costly = current.replace("m=19456", "m=1048576");
+        let started = std::time::Instant::now();
+        assert!(!verify_with_memory("pw", &too_costly, &mut new_memory()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_hashes_cheaper_than_the_current_cost_need_a_rehash() {
+        use argon2::password_hash::PasswordHasher as _;
+        let current = hash_password_blocking("pw").unwrap();
+        assert!(!needs_rehash(&current));
+        let with = |algorithm, params| {
+            Argon2::new(algorithm, Version::V0x13, params)
+                .hash_password(b"pw")
+                .unwrap()
+                .to_string()
+        };
+        let fewer_passes = with(
+            Algorithm::Argon2id,
+            Params::new(M_COST_KIB, 1, 1, None).unwrap(),
+        );
+        let less_memory = with(Algorithm::Argon2id, Params::new(8192, 2, 1, None).unwrap());
+        let argon2i = with(
+            Algorithm::Argon2i,
+            Params::new(M_COST_KIB, 2, 1, None).unwrap(),
+        );
+        let costlier = with(
+            Algorithm::Argon2id,
+            Params::new(M_COST_KIB, 3, 1, None).unwrap(),
+        );
+        assert!(needs_rehash(&fewer_passes), "{fewer_passes}");
+        assert!(needs_rehash(&less_memory), "{less_memory}");
+        assert!(needs_rehash(&argon2i), "{argon2i}");
+        assert!(!needs_rehash(&costlier), "no downgrade: {costlier}");
+        assert!(!needs_rehash("not a phc string"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hash_waits_for_a_slot_only_so_long() {
+        let hasher = Hasher::new(1)
+            .await
+            .unwrap()
+            .with_max_wait(Duration::from_secs(3));
+        let _taken = Arc::clone(&hasher.permits).acquire_owned().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let result = hasher.verify(SecretString::from("pw"), None).await;
+        assert!(matches!(result, Err(PasswordError::Busy)), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn pooled_buffers_are_wiped() {
+        let hasher = Hasher::new(1).await.unwrap();
+        hasher.hash(SecretString::from("pw-123456")).await.unwrap();
+        let pool = hasher.pool.0.lock().unwrap();
+        let memory = pool.first().expect("one pooled buffer");
+        assert!(
+            memory
+                .iter()
+                .all(|block| block.as_ref().iter().all(|&word| word == 0))
+        );
     }
 
     #[tokio::test]

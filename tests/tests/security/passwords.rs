@@ -11,7 +11,10 @@ use serde_json::json;
 use sqlx::Connection;
 use tests::{Backend, JWT_SECRET, TestApp, stack};
 
-tests::on_both_backends!(passwords_are_stored_only_as_argon2id_phc_strings);
+tests::on_both_backends!(
+    passwords_are_stored_only_as_argon2id_phc_strings,
+    a_login_upgrades_a_hash_stored_at_an_older_cheaper_cost,
+);
 
 /// `$argon2id$v=19$m=19456,t=2,p=1$<22 chars of salt>$<43 chars of hash>` (unpadded base64).
 fn assert_phc(hash: &str, who: &str) {
@@ -144,4 +147,108 @@ async fn passwords_are_stored_only_as_argon2id_phc_strings(backend: Backend) {
         !contains(&dump, JWT_SECRET.as_bytes()),
         "the signing key is not stored"
     );
+}
+
+/// A user whose hash was written at a lower cost (as by an earlier version) still logs in,
+/// and that login stores a fresh hash at the current cost; the password keeps working and
+/// nothing else does.
+async fn a_login_upgrades_a_hash_stored_at_an_older_cheaper_cost(backend: Backend) {
+    use argon2::password_hash::PasswordHasher as _;
+    let Some(app) = stack().backend(backend).spawn().await else {
+        return;
+    };
+    let password = "legacy-pa55word";
+    let cheap = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(8192, 1, 1, None).unwrap(),
+    )
+    .hash_password(password.as_bytes())
+    .unwrap()
+    .to_string();
+    app.store
+        .create_user(api_service::store::NewUser {
+            username: "legacy".into(),
+            password_hash: cheap.clone(),
+            role: Role::User,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(app.login("legacy", password).await.status(), 200);
+
+    // The upgrade runs after the answer: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let upgraded = loop {
+        let stored = app.store.user_by_username("legacy").await.unwrap().unwrap();
+        if stored.password_hash != cheap {
+            break stored.password_hash;
+        }
+        assert!(std::time::Instant::now() < deadline, "never rehashed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_phc(&upgraded, "the upgraded hash");
+    assert!(verify_password_blocking(password, &upgraded));
+    assert_eq!(app.login("legacy", password).await.status(), 200);
+    assert_eq!(app.login("legacy", "wrong-password").await.status(), 401);
+}
+
+/// Every start, not just the one after seeding: the warning must not scroll away once.
+#[tokio::test]
+async fn every_start_warns_while_demo_accounts_keep_their_demo_passwords() {
+    use api_service::settings::{Settings, TestTransport};
+    use tracing_subscriber::prelude::*;
+    let db = api_service::store::provision::fresh_sqlite();
+    let store = api_service::store::connect(db.url(), 1).await.unwrap();
+    store.migrate().await.unwrap();
+    api_service::users::seed_demo(store.as_ref()).await.unwrap();
+    // Logs of this (current-thread) test only, whatever other tests of the binary do.
+    let start_and_read_logs = async || {
+        let logs = tests::log_capture::Captured::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(logs.clone())
+                .with_ansi(false),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let settings = Settings::for_tests(
+            db.url(),
+            TestTransport::Http {
+                base_url: "http://127.0.0.1:9".into(),
+            },
+        );
+        drop(
+            api_service::startup::Application::build(settings)
+                .await
+                .unwrap(),
+        );
+        logs.text()
+    };
+    const WARNING: &str = "demo accounts exist with their public demo passwords";
+
+    let both = start_and_read_logs().await;
+    assert!(
+        both.contains(WARNING) && both.contains("\"admin\"") && both.contains("\"johndoe\""),
+        "{both}"
+    );
+
+    api_service::users::delete_user(store.as_ref(), None, "johndoe")
+        .await
+        .unwrap();
+    let admin_only = start_and_read_logs().await;
+    assert!(
+        admin_only.contains(WARNING) && !admin_only.contains("johndoe"),
+        "{admin_only}"
+    );
+
+    let admin = store.user_by_username("admin").await.unwrap().unwrap();
+    let fresh = api_service::auth::password::hash_password_blocking("a-real-password-1").unwrap();
+    assert!(
+        store
+            .replace_password_hash(admin.id, &admin.password_hash, &fresh)
+            .await
+            .unwrap()
+    );
+    let none = start_and_read_logs().await;
+    assert!(!none.contains(WARNING), "{none}");
 }
