@@ -46,8 +46,8 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 429: too many failed logins, or too many logins for one username still in progress;
-    /// `retry_after` becomes the `Retry-After` header.
+    /// 429: too many failed logins, or too many logins for one username or address still in
+    /// progress; `retry_after` becomes the `Retry-After` header.
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -59,7 +59,8 @@ pub enum ApiError {
     /// 502: the quote service or stooq failed; `code` says how (`upstream_unavailable`…).
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
-    /// 503: a dependency is down (`quote_service_unavailable`, `database_unavailable`).
+    /// 503: a dependency is down (`quote_service_unavailable`, `database_unavailable`), or
+    /// password hashing is saturated (`login_overloaded`).
     /// `detail` (broker, queue and database specifics) is logged, never sent to clients.
     #[error("{message}")]
     Unavailable {
@@ -147,7 +148,8 @@ pub struct ErrorBody<'a> {
     /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
     /// `unsupported_media_type`, `validation_failed`, `too_many_requests`,
     /// `upstream_unavailable`, `upstream_rejected`, `quote_service_error`,
-    /// `quote_service_unavailable`, `database_unavailable`, `timeout`, `internal`.
+    /// `quote_service_unavailable`, `database_unavailable`, `login_overloaded`, `timeout`,
+    /// `internal`.
     #[schema(example = "not_found")]
     pub code: &'a str,
     /// For humans; wording may change.

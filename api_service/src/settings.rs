@@ -111,21 +111,25 @@ pub struct Settings {
     #[arg(long, env = "USER_CACHE_TTL", default_value = "2s", value_parser = parse_user_cache_ttl)]
     pub user_cache_ttl: Duration,
 
-    /// Brute-force protection: failed logins for one username (unknown usernames included)
-    /// after which that username gets 429 with Retry-After for LOGIN_LOCKOUT, even with the
-    /// right password. Other users are unaffected. Logins still being checked take slots of
-    /// this limit too: more concurrent logins for one username wait (up to 5 s) for a slot.
-    /// `0` disables it.
+    /// Brute-force protection: failed logins for one username from one client address after
+    /// which that pair gets 429 with Retry-After for LOGIN_LOCKOUT, even with the right
+    /// password (other addresses, the owner's included, are unaffected). Past as many failures
+    /// from anywhere, the username is paced: one attempt per 1 s, 2 s, 4 s… up to
+    /// LOGIN_LOCKOUT / LOGIN_MAX_FAILURES, except from addresses it has logged in from before.
+    /// Unknown usernames count like real ones. Logins still being checked take slots too:
+    /// more concurrent ones wait (up to 5 s) for a slot. `0` disables it.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
 
-    /// Failed logins from one client address (any usernames) after which that address gets
-    /// 429 for LOGIN_LOCKOUT. The address is the TCP peer's (X-Forwarded-For is not trusted):
-    /// behind a reverse proxy all clients share the proxy's, so raise this or use `0` there.
+    /// Failed logins and logins still being checked, together, from one client address (any
+    /// usernames; an IPv6 client counts per /64) after which that address waits for a slot or,
+    /// once the failures alone reach it, gets 429 for LOGIN_LOCKOUT. A success gives back its
+    /// slot but forgives no failure. The address is the TCP peer's (X-Forwarded-For is not
+    /// trusted): behind a reverse proxy all clients share the proxy's, so raise this or use `0`.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 20)]
     pub login_max_failures_per_ip: u32,
 
-    /// How long failed logins are counted, and how long a lockout lasts.
+    /// How long failed logins are remembered after the latest one, and how long a lock lasts.
     #[arg(long, env = "LOGIN_LOCKOUT", default_value = "5m", value_parser = parse_positive_duration)]
     pub login_lockout: Duration,
 

@@ -223,6 +223,60 @@ async fn malformed_login_bodies_get_envelopes_not_500() {
     );
 }
 
+fn login_request(username: &str, password: &str) -> Request<Body> {
+    Request::post("/api/v1/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"username": username, "password": password}).to_string(),
+        ))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_login_abandoned_mid_hash_still_counts_as_a_failure() {
+    let app = app().await; // 5 failures lock a username for one address
+    for _ in 0..5 {
+        // Polled once, which takes it past admission into the hash, then dropped: a client
+        // that hangs up without waiting for the answer.
+        let login = app.router.clone().oneshot(login_request("alice", "guess"));
+        let abandoned = tokio::time::timeout(Duration::from_millis(1), login).await;
+        assert!(abandoned.is_err(), "answered before it could be abandoned");
+    }
+
+    // Waits for the abandoned checks to end, then finds their failures counted.
+    let reply = app.send(login_request("alice", "alice-password")).await;
+
+    assert_envelope(&reply, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+}
+
+#[tokio::test]
+async fn a_login_that_cannot_get_a_hashing_slot_in_time_is_a_503_to_retry() {
+    let mut app = app().await;
+    let hasher = crate::auth::Hasher::new(1)
+        .await
+        .unwrap()
+        .with_max_wait(Duration::from_millis(1));
+    app.state.hasher = hasher;
+    app.router = super::router(app.state.clone());
+
+    // Two at once with one slot: the second waits 1 ms while the first hashes for far longer.
+    let (first, second) = tokio::join!(
+        app.send(login_request("alice", "alice-password")),
+        app.send(login_request("root", "root-password")),
+    );
+
+    let mut statuses = [first.status, second.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    let busy = if first.status == StatusCode::OK {
+        &second
+    } else {
+        &first
+    };
+    assert_envelope(busy, StatusCode::SERVICE_UNAVAILABLE, "login_overloaded");
+    assert!(busy.headers.contains_key(header::RETRY_AFTER));
+}
+
 // ---- auth on protected routes ----
 
 #[tokio::test]

@@ -166,3 +166,28 @@ async fn invalid_new_users_are_rejected_with_422_or_400() {
         error_code(response).await;
     }
 }
+
+tests::on_both_backends!(usernames_that_cannot_be_accounts_get_the_ordinary_401);
+
+/// A NUL byte is an error to PostgreSQL, not a miss: the username's form is checked before
+/// any lookup, so both backends give the same answer as for any unknown user.
+async fn usernames_that_cannot_be_accounts_get_the_ordinary_401(backend: tests::Backend) {
+    let Some(app) = tests::stack().backend(backend).spawn().await else {
+        return;
+    };
+    app.create_user("admin", Role::Admin).await;
+
+    for username in [
+        "ad\u{0}min",
+        "admin\u{0}",
+        "ad min",
+        "ädmin",
+        &"a".repeat(65),
+    ] {
+        let response = app.login(username, PASSWORD).await;
+
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{username:?}");
+        assert_eq!(error_code(response).await, "unauthorized", "{username:?}");
+    }
+    assert_eq!(app.login("admin", PASSWORD).await.status(), StatusCode::OK);
+}
