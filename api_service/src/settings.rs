@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use shared::config::parse_duration;
+use shared::http_server::HttpServerSettings;
 
 /// How the API reaches the quote service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +34,17 @@ pub struct Settings {
     /// Address the HTTP server listens on. Port 0 picks a free port (used by tests).
     #[arg(long, env = "API_ADDR", default_value = "0.0.0.0:8000")]
     pub api_addr: SocketAddr,
+
+    /// Address for the operators' endpoints: /metrics, /readyz, /docs and the OpenAPI
+    /// document are served only there, no longer on API_ADDR (/healthz stays on both).
+    /// Unset or empty: everything on API_ADDR.
+    #[arg(long, env = "INTERNAL_ADDR", default_value = "", hide_default_value = true,
+          value_parser = parse_optional_addr)]
+    pub internal_addr: OptionalAddr,
+
+    /// Time limits and the connection cap of both listeners.
+    #[command(flatten)]
+    pub http_server: HttpServerSettings,
 
     /// Database URL: `sqlite://file.db` (embedded, one API instance) or
     /// `postgres://user:pass@host/db` (shared by several API instances).
@@ -150,6 +162,8 @@ impl Settings {
     pub fn for_tests(database_url: &str, transport: TestTransport) -> Self {
         let mut settings = Self {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            internal_addr: OptionalAddr(None),
+            http_server: HttpServerSettings::default(),
             database_url: SecretString::from(database_url.to_owned()),
             database_max_connections: 5,
             jwt_secret: Some(SecretString::from(
@@ -187,6 +201,11 @@ impl Settings {
         settings
     }
 
+    /// Where the operators' endpoints are served apart from the API, if anywhere.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr.0
+    }
+
     /// Argon2 concurrency actually used.
     pub fn effective_hash_concurrency(&self) -> usize {
         self.hash_concurrency
@@ -208,6 +227,21 @@ pub enum TestTransport {
 
 fn parse_secret(raw: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(raw.to_owned()))
+}
+
+/// A listen address that may be absent: empty means none, so `INTERNAL_ADDR=` in a `.env`
+/// reads as unset rather than failing to parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(raw: &str) -> Result<OptionalAddr, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(OptionalAddr(None));
+    }
+    raw.parse()
+        .map(|addr| OptionalAddr(Some(addr)))
+        .map_err(|e| format!("{raw:?} is not an address like 127.0.0.1:9000: {e}"))
 }
 
 fn parse_positive_duration(raw: &str) -> Result<Duration, String> {

@@ -11,6 +11,8 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use shared::http_server::{self, HttpServerSettings};
+
 use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -22,10 +24,19 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     router: Router,
+    /// The operators' listener and its routes, when INTERNAL_ADDR is set.
+    internal: Option<Internal>,
+    limits: HttpServerSettings,
     state: AppState,
     shutdown: CancellationToken,
     grace: Duration,
     handle_signals: bool,
+}
+
+struct Internal {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
 }
 
 impl Application {
@@ -69,11 +80,32 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, transport = ?settings.quote_transport, "API service ready to serve");
+        let (router, internal) = match settings.internal_addr() {
+            None => (routes::router(state.clone()), None),
+            Some(internal_addr) => {
+                let listener = TcpListener::bind(internal_addr)
+                    .await
+                    .with_context(|| format!("binding INTERNAL_ADDR {internal_addr}"))?;
+                let internal = Internal {
+                    addr: listener.local_addr()?,
+                    listener,
+                    router: routes::internal_router(state.clone()),
+                };
+                (routes::public_router(state.clone()), Some(internal))
+            }
+        };
+        tracing::info!(
+            %addr,
+            internal_addr = internal.as_ref().map(|i| i.addr.to_string()),
+            transport = ?settings.quote_transport,
+            "API service ready to serve"
+        );
         Ok(Self {
             listener,
             addr,
-            router: routes::router(state.clone()),
+            router,
+            internal,
+            limits: settings.http_server.clone(),
             state,
             shutdown: CancellationToken::new(),
             grace: settings.shutdown_grace,
@@ -87,6 +119,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where /metrics, /readyz and /docs are served, when apart from the API (INTERNAL_ADDR).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().map(|internal| internal.addr)
     }
 
     /// Cancel to stop the server gracefully (same as SIGTERM).
@@ -117,27 +154,38 @@ impl Application {
             Arc::clone(&self.state.metrics)
                 .run_upkeep_until(crate::metrics::UPKEEP_EVERY, token.clone()),
         );
-        // Connection info gives the login throttle each client's address.
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let serve =
-            axum::serve(self.listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        // The server gives handlers each client's address (the login throttle keys on it).
+        let public = http_server::serve(
+            self.listener,
+            self.router,
+            self.limits.clone(),
+            token.clone().cancelled_owned(),
+        );
+        let internal = async {
+            if let Some(internal) = self.internal {
+                http_server::serve(
+                    internal.listener,
+                    internal.router,
+                    self.limits,
+                    token.clone().cancelled_owned(),
+                )
+                .await;
+            }
+        };
         let grace = self.grace;
-        let result = tokio::select! {
-            result = std::future::IntoFuture::into_future(serve) => result.context("HTTP server failed"),
+        tokio::select! {
+            _ = futures::future::join(public, internal) => {}
             _ = async {
                 token.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!(?grace, "shutdown grace period over; dropping remaining connections");
-                Ok(())
             }
-        };
+        }
         tracing::info!("HTTP server stopped; closing the quote transport and the database");
         self.state.transport.shutdown().await;
         self.state.store.close().await;
-        result
+        Ok(())
     }
 }
 

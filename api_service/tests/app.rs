@@ -362,6 +362,11 @@ fn every_setting_has_an_env_var_and_help() {
     let vars = api_service::cli::env_vars();
     for expected in [
         "API_ADDR",
+        "INTERNAL_ADDR",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_REQUEST_TIMEOUT",
+        "HTTP_IDLE_TIMEOUT",
+        "HTTP_MAX_CONNECTIONS",
         "DATABASE_URL",
         "DATABASE_MAX_CONNECTIONS",
         "JWT_SECRET",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
 use shared::config::parse_duration;
+use shared::http_server::HttpServerSettings;
 
 /// Which transport the worker takes requests from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +48,10 @@ pub struct Settings {
     /// a free port.
     #[arg(long, env = "QUOTE_HTTP_ADDR", default_value = "0.0.0.0:8001")]
     pub http_addr: SocketAddr,
+
+    /// Time limits and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub http_server: HttpServerSettings,
 
     /// Base URL of the stooq feed; the worker requests `{STOOQ_URL}/q/l/?s=...`.
     #[arg(long, env = "STOOQ_URL", default_value = "https://stooq.com")]
@@ -113,7 +118,8 @@ pub struct Settings {
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: u16,
 
-    /// Deadline for HTTP quote requests that carry no `x-deadline-ms` header.
+    /// Deadline for HTTP quote requests that carry no `x-deadline-ms` header (every HTTP
+    /// request is still cut off at HTTP_REQUEST_TIMEOUT).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
@@ -133,6 +139,7 @@ impl Settings {
             amqp_url: amqp_url.into(),
             quote_queue: format!("quotes.rpc.test.{}", uuid::Uuid::new_v4().simple()),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_server: HttpServerSettings::default(),
             stooq_url: stooq_url.to_owned(),
             stooq_api_key: None,
             stooq_connect_timeout: Duration::from_secs(1),
@@ -190,6 +197,7 @@ mod tests {
         assert_eq!(s.batch_window, Duration::from_millis(2));
         assert_eq!(s.worker_concurrency, 64);
         assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(s.http_server, HttpServerSettings::default());
     }
 
     #[test]

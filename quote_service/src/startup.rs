@@ -132,12 +132,13 @@ impl Application {
             "quote_service started"
         );
         let http_shutdown = shutdown.clone();
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            http_shutdown.cancelled().await;
-            readiness.set_not_ready("shutting down");
-        });
+        let served =
+            shared::http_server::serve(listener, app, settings.http_server.clone(), async move {
+                http_shutdown.cancelled().await;
+                readiness.set_not_ready("shutting down");
+            });
         let grace = settings.shutdown_grace;
-        let http = tokio::spawn(async move { served.await });
+        let http = tokio::spawn(served);
 
         shutdown.cancelled().await;
         // Both halves drain in parallel, within the grace period (plus a little for closing).
@@ -148,8 +149,7 @@ impl Application {
             tracing::warn!("RPC consumer did not stop within the grace period");
         }
         match tokio::time::timeout(limit, http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP connections still open after the grace period"),
         }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod contract;
+pub mod http_server;
 pub mod symbol;
 pub mod telemetry;
 

@@ -34,9 +34,20 @@ pub async fn healthz() -> Json<Health> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Check {
     ok: bool,
-    /// Why not, when `ok` is false.
+    /// A fixed phrase: `ok`/`ready`, or which way the check failed. The cause (error text,
+    /// broker state) goes to the server log only: this endpoint may be public.
     #[schema(example = "ok")]
-    detail: String,
+    detail: &'static str,
+}
+
+impl Check {
+    fn pass(detail: &'static str) -> Self {
+        Self { ok: true, detail }
+    }
+
+    fn fail(detail: &'static str) -> Self {
+        Self { ok: false, detail }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -66,28 +77,30 @@ pub struct Readiness {
         (status = 200, description = "Ready", body = Readiness,
             example = json!({"status": "ready", "checks": {"database": {"ok": true, "detail": "ok"}, "quote_transport": {"ok": true, "detail": "ready"}}})),
         (status = 503, description = "Not ready; the failing checks say why", body = Readiness,
-            example = json!({"status": "not_ready", "checks": {"database": {"ok": true, "detail": "ok"}, "quote_transport": {"ok": false, "detail": "no quote worker is consuming queue \"quotes.rpc\""}}})),
+            example = json!({"status": "not_ready", "checks": {"database": {"ok": true, "detail": "ok"}, "quote_transport": {"ok": false, "detail": "not ready"}}})),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(DB_PING_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Check {
-            ok: true,
-            detail: "ok".into(),
-        },
-        Ok(Err(err)) => Check {
-            ok: false,
-            detail: format!("database ping failed: {err}"),
-        },
-        Err(_) => Check {
-            ok: false,
-            detail: "database ping timed out".into(),
-        },
+        Ok(Ok(())) => Check::pass("ok"),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database ping failed");
+            Check::fail("database ping failed")
+        }
+        Err(_) => {
+            tracing::warn!(limit = ?DB_PING_TIMEOUT, "readiness: database ping timed out");
+            Check::fail("database ping timed out")
+        }
     };
-    let quote_transport = Check {
-        ok: state.transport.is_ready(),
-        detail: state.transport.readiness_detail(),
+    let quote_transport = if state.transport.is_ready() {
+        Check::pass("ready")
+    } else {
+        tracing::warn!(
+            detail = state.transport.readiness_detail(),
+            "readiness: quote transport not ready"
+        );
+        Check::fail("not ready")
     };
     let ready = database.ok && quote_transport.ok;
     let status = if ready {

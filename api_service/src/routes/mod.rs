@@ -37,6 +37,11 @@ use crate::{metrics, request_id};
 /// Every endpoint, each registered through its `#[utoipa::path]` annotation: the one place
 /// that decides both what the router serves and what the OpenAPI document lists.
 pub fn api_routes() -> OpenApiRouter<AppState> {
+    public_routes().merge(operations_routes())
+}
+
+/// What clients use, and liveness.
+fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login::login))
         .routes(routes!(stock::stock))
@@ -44,6 +49,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::create))
         .routes(routes!(stats::stats))
         .routes(routes!(health::healthz))
+}
+
+/// What only operators need: readiness and metrics (the docs are added by [`with_docs`]).
+/// Served on INTERNAL_ADDR when it is set.
+fn operations_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
 }
@@ -53,7 +64,33 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }
 
+/// Everything on one listener (INTERNAL_ADDR unset).
 pub fn router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    finish(with_docs(api), state)
+}
+
+/// The public listener when INTERNAL_ADDR is set: no metrics, readiness or docs.
+pub fn public_router(state: AppState) -> Router {
+    let (api, _) = public_routes().split_for_parts();
+    finish(api, state)
+}
+
+/// The internal listener (INTERNAL_ADDR): metrics, readiness, the docs, and liveness.
+pub fn internal_router(state: AppState) -> Router {
+    let (operations, _) = operations_routes()
+        .routes(routes!(health::healthz))
+        .split_for_parts();
+    finish(with_docs(operations), state)
+}
+
+/// Adds Swagger UI and the OpenAPI document, which always describes the whole API.
+fn with_docs(routes: axum::Router<AppState>) -> axum::Router<AppState> {
+    routes.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi()))
+}
+
+/// The fallbacks and cross-cutting layers every listener shares.
+fn finish(routes: axum::Router<AppState>, state: AppState) -> Router {
     let layers = ServiceBuilder::new()
         .layer(map_request(request_id::drop_invalid))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -68,8 +105,7 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(panic_response));
 
-    let (api, openapi) = api_routes().split_for_parts();
-    api.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi))
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

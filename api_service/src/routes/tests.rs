@@ -852,6 +852,26 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
+async fn readiness_gives_fixed_phrases_not_the_database_error() {
+    let app = app().await;
+    let cause = crate::store::StoreError::Unavailable(sqlx::Error::PoolTimedOut).to_string();
+    app.store.down.store(true, Ordering::SeqCst);
+
+    let db_down = app.get("/readyz", None).await;
+
+    assert_eq!(db_down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        db_down.body["checks"]["database"]["detail"],
+        "database ping failed"
+    );
+    assert!(
+        !db_down.body.to_string().contains(&cause),
+        "{}",
+        db_down.body
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_by_matched_route_and_status() {
     let app = app().await;
     let token = app.login("alice", "alice-password").await;

@@ -243,6 +243,8 @@ pub async fn serve(router: axum::Router) -> (String, tokio_util::sync::Cancellat
 /// password `<name>-password`.
 pub struct Running {
     pub base: String,
+    /// Base URL of the operators' listener, when INTERNAL_ADDR is set.
+    pub internal: Option<String>,
     pub client: reqwest::Client,
     pub state: api_service::state::AppState,
     stop: tokio_util::sync::CancellationToken,
@@ -267,6 +269,7 @@ pub async fn start(
     }
     Running {
         base: format!("http://127.0.0.1:{}", app.port()),
+        internal: app.internal_addr().map(|addr| format!("http://{addr}")),
         client: reqwest::Client::new(),
         state: app.state().clone(),
         stop: app.shutdown_token(),
@@ -289,6 +292,24 @@ impl Running {
             .await
             .unwrap();
         reply["token"].as_str().expect("token").to_owned()
+    }
+
+    /// `GET path` on the operators' listener (INTERNAL_ADDR must be set).
+    pub async fn get_internal(&self, path: &str) -> reqwest::Response {
+        let base = self.internal.as_deref().expect("INTERNAL_ADDR is set");
+        self.client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://ip:port")
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
