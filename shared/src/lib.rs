@@ -6,6 +6,8 @@ pub mod config;
 pub mod contract;
 pub mod symbol;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use contract::{
     CONTRACT_VERSION, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, QuoteResult,
