@@ -107,6 +107,14 @@ impl TestApp {
         }
     }
 
+    /// The HTTP listener's address, for raw TCP clients.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://ip:port")
+    }
+
     pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path_and_query}", self.base))
