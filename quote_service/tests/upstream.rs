@@ -346,7 +346,9 @@ async fn a_redirect_to_another_port_of_the_same_host_is_not_followed() {
 
 #[tokio::test]
 async fn a_redirect_within_stooq_is_followed_without_a_referer() {
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    // Each request's path and query, and its Referer if any.
+    type Seen = Vec<(String, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let log = seen.clone();
     let router = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
         let log = log.clone();

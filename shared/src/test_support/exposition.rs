@@ -22,8 +22,7 @@ pub struct Family {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    /// In the order written.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -220,7 +219,7 @@ impl Reader {
 
 /// The family a sample belongs to: itself, or the name without a histogram or summary suffix,
 /// whichever `known` accepts.
-fn family_of<'a>(sample: &'a str, known: impl Fn(&str) -> bool) -> Option<&'a str> {
+fn family_of(sample: &str, known: impl Fn(&str) -> bool) -> Option<&str> {
     if known(sample) {
         return Some(sample);
     }
@@ -321,9 +320,7 @@ fn parse_value(raw: &str) -> Result<f64, String> {
 
 /// `name{a="1",b="x\"y"} value [timestamp]`.
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     if !is_metric_name(name) {
         return Err(format!("bad metric name {name:?}"));
@@ -353,8 +350,11 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     })
 }
 
+/// Label names and values, in the order written.
+type Labels = Vec<(String, String)>;
+
 /// Labels after the `{`; returns them and the text after the closing `}`.
-fn parse_labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         if let Some(after) = text.strip_prefix('}') {

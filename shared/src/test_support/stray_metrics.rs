@@ -68,3 +68,30 @@ pub fn names() -> Vec<String> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_recorded_without_a_local_recorder_is_caught() {
+        install();
+
+        metrics::counter!("stray_requests_total").increment(1);
+        // Stands in for an application's own recorder.
+        let local = metrics::NoopRecorder;
+        metrics::with_local_recorder(&local, || {
+            metrics::counter!("local_requests_total").increment(1);
+        });
+
+        let names = names();
+        assert!(
+            names.contains(&"stray_requests_total".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"local_requests_total".to_owned()),
+            "{names:?}"
+        );
+    }
+}
