@@ -288,6 +288,12 @@ impl From<TransportError> for ApiError {
                     code: "quote_service_error",
                     message: format!("quote service failed: {}", q.message),
                 },
+                // The worker could not read the request this service built: our own bug, not
+                // the client's nor the worker's. Logged with the worker's reason, sent opaque.
+                ErrorCode::BadRequest => ApiError::internal(anyhow::anyhow!(
+                    "the quote service refused our request as malformed: {}",
+                    q.message
+                )),
             },
             TransportError::Unavailable(reason) => ApiError::Unavailable {
                 code: "quote_service_unavailable",
@@ -378,6 +384,10 @@ mod tests {
                 TransportError::Quote(QuoteError::new(ErrorCode::Timeout, "")),
                 504,
             ),
+            (
+                TransportError::Quote(QuoteError::new(ErrorCode::BadRequest, "")),
+                500,
+            ),
             (TransportError::Unavailable("no consumer".into()), 503),
             (TransportError::Timeout, 504),
         ];
@@ -394,6 +404,22 @@ mod tests {
         let text = body_json(err.into_response()).await.to_string();
         assert!(text.contains("quote_service_unavailable"), "{text}");
         assert!(!text.contains("quotes.rpc"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_request_the_worker_could_not_read_is_our_bug_and_stays_opaque() {
+        let err = ApiError::from(TransportError::Quote(QuoteError::new(
+            ErrorCode::BadRequest,
+            "unsupported contract version 7 (this worker speaks 1)",
+        )));
+
+        let response = err.into_response();
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let json = body_json(response).await;
+        assert_eq!(json["error"]["code"], "internal");
+        assert_eq!(json["error"]["message"], "internal error");
+        assert!(!json.to_string().contains("version"), "{json}");
     }
 
     #[test]

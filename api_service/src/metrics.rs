@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::PoolStats;
+use crate::store::{PoolStats, WriteStats};
 
 /// Latency buckets in seconds: fine-grained around the 20 ms p99 target, up to the RPC
 /// timeout range.
@@ -46,12 +47,20 @@ impl Metrics {
         metrics.record(|| {
             metrics::describe_counter!(
                 "http_requests_total",
-                "HTTP requests served, by method, route (matched path) and status"
+                "HTTP requests served, by method (standard ones by name, else other), route (matched template, else unmatched) and status"
             );
             metrics::describe_histogram!(
                 "http_request_duration_seconds",
                 metrics::Unit::Seconds,
                 "HTTP request latency, by method, route and status"
+            );
+            metrics::describe_counter!(
+                "store_group_commit_batches_total",
+                "Transactions the history writer grouped record_quote rows into"
+            );
+            metrics::describe_counter!(
+                "store_group_commit_rows_total",
+                "History rows written through group commit; divided by batches, the average batch"
             );
             metrics::describe_counter!(
                 "quote_rpc_total",
@@ -94,7 +103,8 @@ impl Metrics {
         metrics::with_local_recorder(&self.recorder, f)
     }
 
-    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// `method` is a label from [`method_label`]; `route` a matched template or `unmatched`.
+    pub fn http_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let labels = [
             ("method", method.to_owned()),
             ("route", route.to_owned()),
@@ -132,6 +142,14 @@ impl Metrics {
         });
     }
 
+    /// Publishes the group-commit writer's batches and rows (read at scrape time).
+    pub fn set_write_stats(&self, stats: WriteStats) {
+        self.record(|| {
+            metrics::counter!("store_group_commit_batches_total").absolute(stats.batches);
+            metrics::counter!("store_group_commit_rows_total").absolute(stats.rows);
+        });
+    }
+
     /// Publishes whether the quote transport is ready (read at scrape time).
     pub fn set_transport_ready(&self, ready: bool) {
         self.record(|| {
@@ -157,18 +175,36 @@ impl Metrics {
     }
 }
 
-/// Middleware counting and timing every request by its matched route (not the raw path, so
-/// query strings and unknown URLs cannot blow up the label set).
+/// The `method` label: a standard method by name, anything else `other`. HTTP lets a client
+/// invent methods (`ACCPROBE1`), and each one named in a label would be a new series.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Middleware counting and timing every request by a fixed set of labels: its method (see
+/// [`method_label`]) and its matched route template (not the raw path, so query strings and
+/// unknown URLs cannot blow up the label set).
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let start = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
-    metrics.http_request(&method, &route, response.status().as_u16(), start.elapsed());
+    metrics.http_request(method, &route, response.status().as_u16(), start.elapsed());
     response
 }
 
@@ -222,6 +258,40 @@ mod tests {
             "{text}"
         );
         assert!(!b.render().contains("http_requests_total{"));
+    }
+
+    #[test]
+    fn standard_methods_keep_their_name_and_others_are_one_label() {
+        for standard in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = Method::from_bytes(standard.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), standard);
+        }
+        for invented in ["ACCPROBE1", "get", "PROPFIND", "X"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{invented}");
+        }
+    }
+
+    #[test]
+    fn group_commit_counts_show_the_latest_totals() {
+        let m = Metrics::new();
+        m.set_write_stats(WriteStats {
+            batches: 2,
+            rows: 7,
+        });
+        m.set_write_stats(WriteStats {
+            batches: 3,
+            rows: 9,
+        });
+        let text = m.render();
+        for line in [
+            "store_group_commit_batches_total 3",
+            "store_group_commit_rows_total 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
     HistoryEntry, NewHistoryEntry, NewUser, PoolStats, Role, StockCount, Store, StoreError, User,
+    WriteStats,
 };
 use crate::transport::{QuoteTransport, TransportError};
 
@@ -167,6 +168,10 @@ impl Store for MemoryStore {
             idle: 1,
             max: 1,
         }
+    }
+    /// No group commit: nothing batched.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
     }
     async fn migrate(&self) -> Result<(), StoreError> {
         Ok(())

@@ -88,9 +88,10 @@ struct QuoteParams {
     symbol: Option<String>,
 }
 
-/// The validated `symbol` query parameter. Every way the query can be wrong (missing, empty,
-/// malformed, bad characters) is rejected as a JSON `invalid_symbol` reply with 400, never
-/// axum's plain-text rejection.
+/// The validated `symbol` query parameter. Every way the query can be wrong is a JSON reply
+/// with 400, never axum's plain-text rejection: a query that cannot be read as a quote request
+/// (malformed, `symbol` missing) is `bad_request`, like an unreadable RPC message; a symbol
+/// that breaks the rules (empty, bad characters) is `invalid_symbol`, on both transports.
 pub struct SymbolQuery(pub Symbol);
 
 impl<S: Send + Sync> FromRequestParts<S> for SymbolQuery {
@@ -98,21 +99,25 @@ impl<S: Send + Sync> FromRequestParts<S> for SymbolQuery {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let request_id = request_id(&parts.headers);
-        let invalid = |message: String| {
-            ReplyResponse::from_answer(
-                &Answer::error(ErrorCode::InvalidSymbol, message),
-                request_id.clone(),
-            )
-            .into_response()
+        let refuse = |code: ErrorCode, message: String| {
+            ReplyResponse::from_answer(&Answer::error(code, message), request_id.clone())
+                .into_response()
         };
-        let Query(params) = Query::<QuoteParams>::try_from_uri(&parts.uri)
-            .map_err(|e| invalid(format!("malformed query string: {}", e.body_text())))?;
-        let raw = params
-            .symbol
-            .ok_or_else(|| invalid("missing query parameter `symbol`".to_owned()))?;
+        let Query(params) = Query::<QuoteParams>::try_from_uri(&parts.uri).map_err(|e| {
+            refuse(
+                ErrorCode::BadRequest,
+                format!("malformed query string: {}", e.body_text()),
+            )
+        })?;
+        let raw = params.symbol.ok_or_else(|| {
+            refuse(
+                ErrorCode::BadRequest,
+                "missing query parameter `symbol`".to_owned(),
+            )
+        })?;
         Symbol::parse(&raw)
             .map(SymbolQuery)
-            .map_err(|e| invalid(format!("invalid symbol: {e}")))
+            .map_err(|e| refuse(ErrorCode::InvalidSymbol, format!("invalid symbol: {e}")))
     }
 }
 

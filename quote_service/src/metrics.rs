@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder};
+use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use shared::ErrorCode;
 
@@ -17,6 +17,79 @@ static METADATA: Metadata<'static> =
 /// Latency buckets in seconds: from a cache hit (sub-millisecond) to a slow upstream.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a family is, for its `# TYPE` line.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Histogram,
+}
+
+/// Every family this module records, with the `# HELP` text `/metrics` shows for it. A family
+/// recorded but missing here would be exposed without HELP, which `promtool check metrics`
+/// and the exposition test refuse.
+const FAMILIES: &[(&str, Kind, &str)] = &[
+    (
+        "quote_cache_hits_total",
+        Kind::Counter,
+        "Quote requests answered from the cache without an upstream fetch",
+    ),
+    (
+        "quote_cache_misses_total",
+        Kind::Counter,
+        "Quote requests that started an upstream fetch (not cached, none in flight)",
+    ),
+    (
+        "quote_coalesced_requests_total",
+        Kind::Counter,
+        "Quote requests that joined a fetch already in flight instead of starting their own",
+    ),
+    (
+        "quote_upstream_fetches_total",
+        Kind::Counter,
+        "Upstream fetches from stooq, one per batch of symbols (retries not counted)",
+    ),
+    (
+        "quote_upstream_symbols_total",
+        Kind::Counter,
+        "Symbols asked of stooq, summed over upstream fetches",
+    ),
+    (
+        "quote_upstream_retries_total",
+        Kind::Counter,
+        "Upstream attempts retried after a failure that may pass (5xx, timeout, dropped connection)",
+    ),
+    (
+        "quote_upstream_fetch_seconds",
+        Kind::Histogram,
+        "Duration of one upstream fetch, retries and backoff included",
+    ),
+    (
+        "quote_upstream_errors_total",
+        Kind::Counter,
+        "Upstream fetches that failed, by the error code given to the waiting requests",
+    ),
+    (
+        "quote_rpc_messages_total",
+        Kind::Counter,
+        "RPC messages handled, by outcome",
+    ),
+    (
+        "quote_rpc_handle_seconds",
+        Kind::Histogram,
+        "Time to handle one RPC message, from receipt to ack",
+    ),
+    (
+        "quote_http_requests_total",
+        Kind::Counter,
+        "HTTP requests served, by route (matched template, else unmatched) and status",
+    ),
+    (
+        "quote_http_request_seconds",
+        Kind::Histogram,
+        "HTTP request latency, by route (matched template, else unmatched)",
+    ),
 ];
 
 /// What became of one RPC message.
@@ -95,6 +168,14 @@ impl Metrics {
             .expect("the bucket list is non-empty")
             .build_recorder();
         let handle = recorder.handle();
+        for (name, kind, help) in FAMILIES {
+            let name = KeyName::from_const_str(name);
+            let help = SharedString::const_str(help);
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, None, help),
+                Kind::Histogram => recorder.describe_histogram(name, Some(Unit::Seconds), help),
+            }
+        }
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
         let labelled = |name: &'static str, label: &'static str, value: &'static str| {

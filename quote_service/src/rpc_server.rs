@@ -67,7 +67,7 @@ pub async fn decide(service: &QuoteService, payload: &[u8], span: &Span) -> Verd
         Ok(r) => r,
         Err(e) => {
             return malformed(
-                ErrorCode::Internal,
+                ErrorCode::BadRequest,
                 format!("the request is not a valid quote request: {e}"),
             );
         }
@@ -79,7 +79,7 @@ pub async fn decide(service: &QuoteService, payload: &[u8], span: &Span) -> Verd
     }
     if request.v != CONTRACT_VERSION {
         return malformed(
-            ErrorCode::Internal,
+            ErrorCode::BadRequest,
             format!(
                 "unsupported contract version {} (this worker speaks {CONTRACT_VERSION})",
                 request.v

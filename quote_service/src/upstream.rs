@@ -7,6 +7,9 @@
 //!
 //! The request URL carries the API key, so neither it nor reqwest errors (whose `Display`
 //! embeds the URL) are ever logged or put in a reply: errors are described here in our words.
+//! For the same reason the client sends no `Referer` and follows redirects only within
+//! stooq's own origin (see [`redirect_policy`]): a redirect elsewhere would hand the key,
+//! in the query, to another host.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -30,6 +33,9 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// First backoff step; doubled per retry, capped at [`MAX_BACKOFF`], jittered.
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Most redirects followed for one attempt, all within stooq's origin.
+pub const MAX_REDIRECTS: usize = 3;
 
 #[derive(Clone)]
 pub struct StooqClient {
@@ -75,6 +81,8 @@ impl StooqClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(concat!("quote_service/", env!("CARGO_PKG_VERSION")))
+            .referer(false)
+            .redirect(redirect_policy())
             .build()?;
         Ok(Self {
             http,
@@ -180,13 +188,29 @@ impl StooqClient {
     }
 
     async fn attempt(&self, url: &str) -> Result<Bytes, Failure> {
-        let mut response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| Failure::retry(describe(&e)))?;
+        let mut response = self.http.get(url).send().await.map_err(|e| {
+            // A redirect loop will not untangle itself by the next attempt.
+            if e.is_redirect() {
+                Failure::fatal(QuoteError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    describe(&e),
+                ))
+            } else {
+                Failure::retry(describe(&e))
+            }
+        })?;
         let status = response.status();
+        if status.is_redirection() {
+            // Only a redirect the policy would not follow gets here.
+            return Err(Failure::fatal(QuoteError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!(
+                    "stooq redirected (HTTP {}) to another host or without a location; not \
+                     followed, since the request carries the API key",
+                    status.as_u16()
+                ),
+            )));
+        }
         if status.is_server_error() {
             return Err(Failure::retry(format!(
                 "stooq answered HTTP {}",
@@ -280,6 +304,26 @@ fn describe(e: &reqwest::Error) -> String {
         depth += 1;
     }
     message
+}
+
+/// Follows a redirect only to the origin (scheme, host and port) the request went to, at most
+/// [`MAX_REDIRECTS`] times. Any other redirect is not followed: its 3xx response comes back
+/// to [`StooqClient::attempt`], which reports it.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` starts with the URL first requested.
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Exponential backoff with jitter: `BASE * 2^attempt`, capped, then drawn uniformly from its

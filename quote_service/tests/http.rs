@@ -46,14 +46,15 @@ async fn known_symbol_is_200_with_the_quote() {
 }
 
 #[tokio::test]
-async fn missing_symbol_parameter_is_400_json() {
+async fn missing_symbol_parameter_is_a_400_bad_request() {
     let fake = FakeStooq::start().await;
     let app = http_app(&fake).await;
 
     let (status, reply) = reply(app.get("/api/v1/quote").await).await;
 
     assert_eq!(status, 400);
-    assert_eq!(error_code(&reply), "invalid_symbol");
+    assert_eq!(error_code(&reply), "bad_request");
+    assert_eq!(fake.hits(), 0);
     app.stop().await;
 }
 
@@ -71,14 +72,14 @@ async fn invalid_symbol_is_400_json_without_upstream_hit() {
 }
 
 #[tokio::test]
-async fn malformed_query_string_is_400_json() {
+async fn malformed_query_string_is_a_400_bad_request() {
     let fake = FakeStooq::start().await;
     let app = http_app(&fake).await;
 
     let (status, reply) = reply(app.get("/api/v1/quote?symbol=a&symbol=b").await).await;
 
     assert_eq!(status, 400);
-    assert_eq!(error_code(&reply), "invalid_symbol");
+    assert_eq!(error_code(&reply), "bad_request");
     app.stop().await;
 }
 

@@ -1,10 +1,19 @@
-//! The stooq client against the fake feed: what is retried, what is not, and deadlines.
+//! The stooq client against the fake feed: what is retried, what is not, and deadlines; and
+//! against small stand-ins that redirect.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::IntoResponse;
 use fake_stooq::{FakeConfig, FakeStooq, Mode};
+use quote_service::metrics::Metrics;
+use quote_service::upstream::{MAX_REDIRECTS, StooqClient};
 use shared::{ErrorCode, Symbol};
 use tokio::time::Instant;
 
@@ -265,4 +274,130 @@ async fn errors_never_contain_the_api_key_or_url() {
     assert!(!err.message.contains("sup3rs3cret"), "{}", err.message);
     assert!(!err.message.contains("apikey"), "{}", err.message);
     assert!(err.message.contains("connect"), "{}", err.message);
+}
+
+// --- redirects: the API key is in the query, so it must never travel to another host -----
+
+/// A stand-in for stooq's `/q/l/` that answers every request with a redirect to
+/// `target(path_and_query)`, counting its hits.
+async fn redirecting_stooq(
+    target: impl Fn(&str) -> String + Clone + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let router = Router::new().fallback(move |uri: Uri| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let location = target(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        async move { (StatusCode::FOUND, [(header::LOCATION, location)]) }
+    });
+    (format!("http://{}", common::serve(router).await), hits)
+}
+
+/// A host that answers the feed's CSV for AAPL.US, counting its hits.
+async fn other_host() -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let router = Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { fake_stooq::feed::csv_body(&["aapl.us".to_owned()], true, &[]) }
+    });
+    (common::serve(router).await, hits)
+}
+
+fn client_with_key(stooq_url: &str) -> StooqClient {
+    let mut settings = quote_service::Settings::for_http_tests(stooq_url);
+    settings.stooq_api_key = Some("sup3rs3cret".into());
+    StooqClient::new(&settings, Metrics::new()).unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed() {
+    let (elsewhere, elsewhere_hits) = other_host().await;
+    let (stooq, stooq_hits) =
+        redirecting_stooq(move |pq| format!("http://localhost:{}{pq}", elsewhere.port())).await;
+    let client = client_with_key(&stooq);
+
+    let err = client
+        .fetch(&[sym("aapl.us")], in_secs(5))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
+    assert!(err.message.contains("another host"), "{}", err.message);
+    assert!(!err.message.contains("sup3rs3cret"), "{}", err.message);
+    assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "the key left");
+    assert_eq!(stooq_hits.load(Ordering::SeqCst), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_port_of_the_same_host_is_not_followed() {
+    let (elsewhere, elsewhere_hits) = other_host().await;
+    let (stooq, _) = redirecting_stooq(move |pq| format!("http://{elsewhere}{pq}")).await;
+    let client = client_with_key(&stooq);
+
+    let err = client
+        .fetch(&[sym("aapl.us")], in_secs(5))
+        .await
+        .unwrap_err();
+
+    assert!(err.message.contains("another host"), "{}", err.message);
+    assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "the key left");
+}
+
+#[tokio::test]
+async fn a_redirect_within_stooq_is_followed_without_a_referer() {
+    // Each request's path and query, and its Referer if any.
+    type Seen = Vec<(String, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let log = seen.clone();
+    let router = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let log = log.clone();
+        async move {
+            let referer = headers
+                .get(header::REFERER)
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            log.lock().unwrap().push((uri.to_string(), referer));
+            let query = uri.query().unwrap_or_default();
+            if uri.path().starts_with("/moved") {
+                fake_stooq::feed::csv_body(&["aapl.us".to_owned()], true, &[]).into_response()
+            } else {
+                let location = format!("/moved{}?{query}", uri.path());
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response()
+            }
+        }
+    });
+    let stooq = format!("http://{}", common::serve(router).await);
+    let client = client_with_key(&stooq);
+
+    let rows = client.fetch(&[sym("aapl.us")], in_secs(5)).await.unwrap();
+
+    assert_eq!(rows["aapl.us"].as_ref().unwrap().close, 183.05);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].0.starts_with("/moved/q/l/"), "{seen:?}");
+    assert!(seen[1].0.contains("apikey=sup3rs3cret"), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, referer)| referer.is_none()),
+        "a Referer was sent: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_loop_within_stooq_stops_after_three_hops_and_is_not_retried() {
+    let (stooq, hits) = redirecting_stooq(|pq| format!("/again{pq}")).await;
+    let client = client_with_key(&stooq);
+
+    let err = client
+        .fetch(&[sym("aapl.us")], in_secs(5))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
+    assert!(err.message.contains("redirect"), "{}", err.message);
+    assert!(!err.message.contains("sup3rs3cret"), "{}", err.message);
+    assert_eq!(hits.load(Ordering::SeqCst), 1 + MAX_REDIRECTS);
 }

@@ -93,7 +93,17 @@ pub enum ErrorCode {
     UpstreamRejected,
     /// The request's deadline passed before an answer was had.
     Timeout,
-    /// A bug or malformed request on our side.
+    /// The request itself could not be read: not JSON, a field missing or of the wrong type,
+    /// or a contract version the worker does not speak. The caller's fault, not the worker's.
+    ///
+    /// Added without bumping [`CONTRACT_VERSION`]: codes deserialise strictly (no catch-all
+    /// variant), so a peer built before this code fails to parse a reply carrying it and
+    /// takes its "malformed reply" path, which api_service has always answered as an internal
+    /// failure of the quote service. That is the right reading: a worker only sends this code
+    /// to a caller that sent something unreadable, which a well-built caller never does. No
+    /// old peer misreads it as a different outcome, which is what a version bump is for.
+    BadRequest,
+    /// A bug on the worker's side.
     Internal,
 }
 
@@ -102,7 +112,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::NotFound => 404,
-            ErrorCode::InvalidSymbol => 400,
+            ErrorCode::InvalidSymbol | ErrorCode::BadRequest => 400,
             ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamRejected => 502,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
@@ -116,6 +126,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamRejected => "upstream_rejected",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::BadRequest => "bad_request",
             ErrorCode::Internal => "internal",
         }
     }
@@ -279,6 +290,7 @@ mod tests {
             ErrorCode::UpstreamUnavailable,
             ErrorCode::UpstreamRejected,
             ErrorCode::Timeout,
+            ErrorCode::BadRequest,
             ErrorCode::Internal,
         ] {
             let reply = QuoteReply::error(code, "why");
@@ -309,6 +321,22 @@ mod tests {
             502
         );
         assert_eq!(QuoteReply::error(ErrorCode::Timeout, "").http_status(), 504);
+        assert_eq!(
+            QuoteReply::error(ErrorCode::BadRequest, "").http_status(),
+            400
+        );
+        assert_eq!(
+            QuoteReply::error(ErrorCode::Internal, "").http_status(),
+            500
+        );
+    }
+
+    #[test]
+    fn a_code_this_peer_does_not_know_fails_to_parse_rather_than_being_misread() {
+        // What a peer older than a new code sees: an error, which callers treat as a
+        // malformed reply (see `ErrorCode::BadRequest`), never some other code.
+        let json = r#"{"v":1,"status":"error","error":{"code":"from_the_future","message":"m"}}"#;
+        assert!(serde_json::from_str::<QuoteReply>(json).is_err());
     }
 
     #[test]

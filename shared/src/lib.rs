@@ -7,6 +7,8 @@ pub mod contract;
 pub mod http_server;
 pub mod symbol;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use contract::{
     CONTRACT_VERSION, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, QuoteResult,

@@ -126,7 +126,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     summary = "Prometheus metrics",
     description = "HTTP requests and latency by route and status, quote RPCs by outcome and \
         latency, coalesced quote requests, quote transport readiness, database pool size, idle \
-        connections and ceiling.",
+        connections and ceiling, group-commit batches and rows.",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
@@ -137,6 +137,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.set_flight_counts(flights, joined);
     }
     state.metrics.set_pool_stats(state.store.pool_stats());
+    state.metrics.set_write_stats(state.store.write_stats());
     state
         .metrics
         .set_transport_ready(state.transport.is_ready());

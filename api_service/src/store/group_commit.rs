@@ -7,11 +7,14 @@
 //! With no load a batch is a single row: there is no linger timer, so latency never waits
 //! for company.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{NewHistoryEntry, StoreError, errors};
+use super::{NewHistoryEntry, StoreError, WriteStats, errors};
 
 /// Writes rows (user id, entry) and their counter increments in one transaction.
 #[async_trait]
@@ -33,16 +36,36 @@ const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 pub(super) struct GroupCommit {
     sender: std::sync::RwLock<Option<mpsc::Sender<Job>>>,
     worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    tally: Arc<Tally>,
+}
+
+/// Batches written and the rows in them, counted by the writer and read at scrape time: the
+/// writer task has no handle on the application's metrics recorder (a `metrics::histogram!`
+/// here went to the global recorder, which nobody installs, so it was never exported).
+#[derive(Default)]
+struct Tally {
+    batches: AtomicU64,
+    rows: AtomicU64,
 }
 
 impl GroupCommit {
     /// Spawns the writer task on the current tokio runtime.
     pub(super) fn spawn<W: BatchWriter>(writer: W) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let worker = tokio::spawn(run(writer, receiver));
+        let tally = Arc::new(Tally::default());
+        let worker = tokio::spawn(run(writer, receiver, tally.clone()));
         GroupCommit {
             sender: std::sync::RwLock::new(Some(sender)),
             worker: tokio::sync::Mutex::new(Some(worker)),
+            tally,
+        }
+    }
+
+    /// Batches committed or attempted so far, and the rows they carried.
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.tally.batches.load(Ordering::Relaxed),
+            rows: self.tally.rows.load(Ordering::Relaxed),
         }
     }
 
@@ -87,9 +110,11 @@ impl GroupCommit {
     }
 }
 
-async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>) {
+async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>, tally: Arc<Tally>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        tally.batches.fetch_add(1, Ordering::Relaxed);
+        tally.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Some(outage) = commit(&writer, &mut batch).await {
             // Rows that queued while this batch waited out the pool's acquire timeout would
             // each wait it out once more behind it (a request stuck for twice the timeout or
@@ -106,7 +131,6 @@ async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>) {
 async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) -> Option<StoreError> {
     let rows: Vec<(i64, &NewHistoryEntry)> =
         batch.iter().map(|job| (job.user_id, &job.entry)).collect();
-    metrics::histogram!("store_group_commit_batch_rows").record(rows.len() as f64);
     let result = writer.write_batch(&rows).await;
     drop(rows);
     match result {
@@ -211,5 +235,35 @@ mod tests {
             1,
             "no second wait for the dead database"
         );
+    }
+
+    /// Takes every batch at once and remembers nothing.
+    struct Accepting;
+
+    #[async_trait]
+    impl BatchWriter for Accepting {
+        async fn write_batch(&self, _rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_and_their_rows_are_counted() {
+        let commits = Arc::new(GroupCommit::spawn(Accepting));
+        assert_eq!(commits.stats(), WriteStats::default());
+
+        let rows: Vec<_> = (0..5)
+            .map(|i| {
+                let commits = commits.clone();
+                tokio::spawn(async move { commits.submit(i, entry()).await })
+            })
+            .collect();
+        for row in rows {
+            row.await.unwrap().unwrap();
+        }
+
+        let stats = commits.stats();
+        assert_eq!(stats.rows, 5);
+        assert!((1..=5).contains(&stats.batches), "{stats:?}");
     }
 }

@@ -121,6 +121,16 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// What the group-commit writer has done since start-up, published by `/metrics`:
+/// `rows / batches` is the average batch, the measure of how much grouping saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteStats {
+    /// Transactions `record_quote` rows were grouped into (attempted, committed or not).
+    pub batches: u64,
+    /// Rows those batches carried.
+    pub rows: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Unique constraint hit, e.g. a username that already exists.
@@ -180,6 +190,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Pool occupancy now (no I/O), for `/metrics`.
     fn pool_stats(&self) -> PoolStats;
+    /// Group-commit batches so far (no I/O), for `/metrics`.
+    fn write_stats(&self) -> WriteStats;
 
     /// Applies the embedded schema migrations for this backend (idempotent; on PostgreSQL an
     /// advisory lock makes concurrent start-ups of several instances safe).

@@ -19,7 +19,7 @@ use super::group_commit::{BatchWriter, GroupCommit};
 use super::pool;
 use super::{
     HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
-    counter_key, migrations, truncate_to_micros,
+    WriteStats, counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a request waits for a pooled connection before answering 503.
@@ -313,6 +313,10 @@ impl Store for PostgresStore {
 
     fn pool_stats(&self) -> PoolStats {
         pool::occupancy(&self.pool)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.commits.stats()
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]

@@ -22,7 +22,7 @@ use super::group_commit::{BatchWriter, GroupCommit};
 use super::pool;
 use super::{
     HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
-    counter_key, migrations, truncate_to_micros,
+    WriteStats, counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a connection waits for another writer's lock before giving up (→ 503).
@@ -315,6 +315,10 @@ impl Store for SqliteStore {
 
     fn pool_stats(&self) -> PoolStats {
         pool::occupancy(&self.pool)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.commits.stats()
     }
 
     #[instrument(skip_all, fields(backend = "sqlite"))]

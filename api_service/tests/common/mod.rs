@@ -239,6 +239,25 @@ pub async fn serve(router: axum::Router) -> (String, tokio_util::sync::Cancellat
     (url, stop)
 }
 
+/// An HTTP stand-in for the quote service that answers every symbol with [`quote_for`] and
+/// is always ready; returns its base URL and the token that stops it.
+pub async fn echo_quote_service() -> (String, tokio_util::sync::CancellationToken) {
+    let router = axum::Router::new()
+        .route(
+            "/api/v1/quote",
+            axum::routing::get(
+                |axum::extract::Query(params): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move {
+                    let symbol = params.get("symbol").cloned().unwrap_or_default();
+                    axum::Json(QuoteReply::ok(quote_for(&symbol)))
+                },
+            ),
+        )
+        .route("/readyz", axum::routing::get(|| async { "ok" }));
+    serve(router).await
+}
+
 /// The API served on a free port, with `alice` (user) and `root` (admin), each with the
 /// password `<name>-password`.
 pub struct Running {

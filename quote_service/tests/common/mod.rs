@@ -75,6 +75,17 @@ pub fn stooq_client(fake: &FakeStooq, tweak: impl FnOnce(&mut Settings)) -> Stoo
     StooqClient::new(&settings, Metrics::new()).expect("client builds")
 }
 
+/// Serves `router` on a free loopback port for the rest of the test; returns its address.
+/// For stand-ins of stooq that behave in ways the fake feed does not (redirects).
+pub async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
 /// A running application. Dropping it does not stop it: call [`TestApp::stop`].
 pub struct TestApp {
     pub base: String,
