@@ -46,7 +46,7 @@ pub const BEARER: &str = "bearer";
         )
     ),
     tags(
-        (name = "auth", description = "Obtaining a bearer token"),
+        (name = "auth", description = "Obtaining and revoking bearer tokens"),
         (name = "quotes", description = "Stock quotes and the caller's own history"),
         (name = "admin", description = "Admins only: statistics and user management"),
         (name = "operations", description = "Health, readiness and Prometheus metrics")

@@ -62,8 +62,8 @@ pub struct Settings {
     #[arg(long, env = "JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
 
-    /// Lifetime of issued access tokens (e.g. 15m, 1h).
-    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_positive_duration)]
+    /// Lifetime of issued access tokens (e.g. 15m, 1h; at most 24h).
+    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_jwt_ttl)]
     pub jwt_ttl: Duration,
 
     /// `iss` claim written into and required from every token.
@@ -248,6 +248,18 @@ fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     let d = parse_duration(raw)?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Upper bound on [`Settings::jwt_ttl`]: a stolen token is good for at most this long, and
+/// logged-out tokens are remembered (one row each) for at most this long.
+pub const MAX_JWT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_jwt_ttl(raw: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(raw)?;
+    if d > MAX_JWT_TTL {
+        return Err("at most 24h".into());
     }
     Ok(d)
 }

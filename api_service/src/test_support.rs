@@ -15,8 +15,8 @@ use crate::auth::{Hasher, JwtKeys, UserCache};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
-    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, Role, StockCount, Store, StoreError, User,
-    WriteStats,
+    ChangeOutcome, HistoryEntry, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, PoolStats,
+    RevokedToken, Role, StockCount, Store, StoreError, User, UserChange, WriteStats,
 };
 use crate::transport::{QuoteTransport, TransportError};
 
@@ -25,6 +25,7 @@ struct Inner {
     users: Vec<User>,
     history: Vec<(i64, HistoryEntry)>,
     counters: HashMap<String, i64>,
+    revoked: Vec<RevokedToken>,
     next_user: i64,
     next_row: i64,
 }
@@ -65,6 +66,7 @@ impl Store for MemoryStore {
             password_hash: user.password_hash,
             role: user.role,
             created_at: Utc::now(),
+            token_version: 0,
         };
         inner.users.push(user.clone());
         Ok(user)
@@ -86,6 +88,66 @@ impl Store for MemoryStore {
         let user = inner.users.remove(pos);
         inner.history.retain(|(u, _)| *u != user.id);
         Ok(true)
+    }
+    async fn change_user(
+        &self,
+        username: &str,
+        change: UserChange,
+    ) -> Result<ChangeOutcome, StoreError> {
+        let mut inner = self.check()?;
+        let admins = inner.users.iter().filter(|u| u.role == Role::Admin).count();
+        let Some(pos) = inner.users.iter().position(|u| u.username == username) else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        if change.removes_admin(&inner.users[pos]) && admins <= 1 {
+            return Ok(ChangeOutcome::LastAdmin);
+        }
+        Ok(match change {
+            UserChange::Delete => {
+                let user = inner.users.remove(pos);
+                inner.history.retain(|(u, _)| *u != user.id);
+                inner.revoked.retain(|t| t.user_id != user.id);
+                ChangeOutcome::Deleted { id: user.id }
+            }
+            UserChange::Update {
+                role,
+                password_hash,
+            } => {
+                let user = &mut inner.users[pos];
+                user.role = role.unwrap_or(user.role);
+                user.password_hash = password_hash.unwrap_or(user.password_hash.clone());
+                user.token_version += 1;
+                ChangeOutcome::Updated(user.clone())
+            }
+        })
+    }
+    async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
+        let mut inner = self.check()?;
+        inner.revoked.retain(|t| t.expires_at > now);
+        let Some(pos) = inner.users.iter().position(|u| u.id == token.user_id) else {
+            return Ok(());
+        };
+        let live = inner
+            .revoked
+            .iter()
+            .filter(|t| t.user_id == token.user_id)
+            .count();
+        if live as i64 >= MAX_REVOKED_PER_USER {
+            inner.users[pos].token_version += 1;
+            inner.revoked.retain(|t| t.user_id != token.user_id);
+        } else if !inner.revoked.iter().any(|t| t.jti == token.jti) {
+            inner.revoked.push(token);
+        }
+        Ok(())
+    }
+    async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError> {
+        let inner = self.check()?;
+        Ok(inner
+            .revoked
+            .iter()
+            .filter(|t| t.user_id == user_id && t.expires_at > now)
+            .map(|t| t.jti.clone())
+            .collect())
     }
     async fn replace_password_hash(
         &self,

@@ -422,6 +422,7 @@ fn defaults_parse_and_bad_values_are_refused() {
     for bad in [
         vec!["api_service", "--rpc-timeout", "soon"],
         vec!["api_service", "--user-cache-ttl", "10s"],
+        vec!["api_service", "--jwt-ttl", "25h"],
         vec!["api_service", "--quote-transport", "carrier-pigeon"],
         vec!["api_service", "--hash-concurrency", "0"],
     ] {
@@ -430,6 +431,11 @@ fn defaults_parse_and_bad_values_are_refused() {
             "{bad:?}"
         );
     }
+    let longest = api_service::cli::Cli::try_parse_from(["api_service", "--jwt-ttl", "24h"]);
+    assert_eq!(
+        longest.unwrap().settings.jwt_ttl,
+        Duration::from_secs(24 * 3600)
+    );
     let users = api_service::cli::Cli::try_parse_from([
         "api_service",
         "users",

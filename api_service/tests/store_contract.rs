@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use api_service::store::{
-    self, NewHistoryEntry, NewUser, Role, StockCount, Store, StoreError, provision,
+    self, ChangeOutcome, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, RevokedToken, Role,
+    StockCount, Store, StoreError, UserChange, provision,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -134,6 +135,185 @@ async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(store: A
             .unwrap(),
         "no such user"
     );
+}
+
+fn admin(name: &str) -> NewUser {
+    NewUser {
+        role: Role::Admin,
+        ..user(name)
+    }
+}
+
+fn demote() -> UserChange {
+    UserChange::Update {
+        role: Some(Role::User),
+        password_hash: None,
+    }
+}
+
+async fn a_changed_password_or_role_bumps_the_token_version(store: Arc<dyn Store>) {
+    let u = store.create_user(user("changer")).await.unwrap();
+    assert_eq!(u.token_version, 0);
+    let change = UserChange::Update {
+        role: None,
+        password_hash: Some("$changed".into()),
+    };
+    let ChangeOutcome::Updated(changed) = store.change_user("changer", change).await.unwrap()
+    else {
+        panic!("expected an update");
+    };
+    assert_eq!(changed.password_hash, "$changed");
+    assert_eq!(changed.role, Role::User, "role untouched");
+    assert_eq!(changed.token_version, 1);
+    let promote = UserChange::Update {
+        role: Some(Role::Admin),
+        password_hash: None,
+    };
+    store.change_user("changer", promote).await.unwrap();
+    let read = store.user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.role, read.password_hash.as_str(), read.token_version),
+        (Role::Admin, "$changed", 2)
+    );
+}
+
+async fn changing_or_deleting_a_missing_user_is_not_found(store: Arc<dyn Store>) {
+    for change in [UserChange::Delete, demote()] {
+        assert_eq!(
+            store.change_user("nobody", change).await.unwrap(),
+            ChangeOutcome::NotFound
+        );
+    }
+}
+
+async fn the_last_admin_can_be_neither_deleted_nor_demoted(store: Arc<dyn Store>) {
+    store.create_user(admin("only-admin")).await.unwrap();
+    for change in [UserChange::Delete, demote()] {
+        assert_eq!(
+            store.change_user("only-admin", change).await.unwrap(),
+            ChangeOutcome::LastAdmin
+        );
+    }
+    store.create_user(admin("second-admin")).await.unwrap();
+    assert!(matches!(
+        store.change_user("only-admin", demote()).await.unwrap(),
+        ChangeOutcome::Updated(_)
+    ));
+    assert_eq!(
+        store
+            .change_user("second-admin", UserChange::Delete)
+            .await
+            .unwrap(),
+        ChangeOutcome::LastAdmin,
+        "second-admin is the last one now"
+    );
+}
+
+async fn concurrent_removals_of_two_admins_leave_one(store: Arc<dyn Store>) {
+    for round in 0..10 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        store.create_user(admin(&a)).await.unwrap();
+        store.create_user(admin(&b)).await.unwrap();
+        let (first, second) = tokio::join!(
+            store.change_user(&a, UserChange::Delete),
+            store.change_user(&b, demote())
+        );
+        let outcomes = [first.unwrap(), second.unwrap()];
+        let refused = outcomes
+            .iter()
+            .filter(|o| **o == ChangeOutcome::LastAdmin)
+            .count();
+        assert_eq!(refused, 1, "round {round}: {outcomes:?}");
+        // Next round starts with no admins again (the unguarded delete of the CLI).
+        for name in [&a, &b] {
+            store.delete_user(name).await.unwrap();
+        }
+    }
+}
+
+fn revoked(user_id: i64, jti: &str, expires_at: i64) -> RevokedToken {
+    RevokedToken {
+        user_id,
+        jti: jti.to_owned(),
+        expires_at,
+    }
+}
+
+async fn revoked_tokens_are_listed_until_they_expire(store: Arc<dyn Store>) {
+    let u = store.create_user(user("leaver")).await.unwrap();
+    let other = store.create_user(user("stayer")).await.unwrap();
+    store
+        .revoke_token(revoked(u.id, "t1", 1_000), 500)
+        .await
+        .unwrap();
+    store
+        .revoke_token(revoked(u.id, "t2", 2_000), 500)
+        .await
+        .unwrap();
+    store
+        .revoke_token(revoked(u.id, "t2", 2_000), 500)
+        .await
+        .unwrap();
+    let mut live = store.revoked_tokens(u.id, 500).await.unwrap();
+    live.sort();
+    assert_eq!(live, ["t1", "t2"], "a repeated logout is one row");
+    assert!(
+        store
+            .revoked_tokens(other.id, 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.revoked_tokens(u.id, 1_000).await.unwrap(), ["t2"]);
+}
+
+async fn expired_revocations_are_purged(store: Arc<dyn Store>) {
+    let u = store.create_user(user("purged")).await.unwrap();
+    for i in 0..MAX_REVOKED_PER_USER {
+        store
+            .revoke_token(revoked(u.id, &format!("old{i}"), 100), 50)
+            .await
+            .unwrap();
+    }
+    // Once they expired, they neither count against the cap nor stay in the table.
+    store
+        .revoke_token(revoked(u.id, "new", 500), 200)
+        .await
+        .unwrap();
+    assert_eq!(store.revoked_tokens(u.id, 0).await.unwrap(), ["new"]);
+    let read = store.user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!(read.token_version, 0, "the cap was not reached");
+}
+
+async fn logouts_past_the_cap_revoke_every_token_instead(store: Arc<dyn Store>) {
+    let u = store.create_user(user("looper")).await.unwrap();
+    for i in 0..MAX_REVOKED_PER_USER {
+        store
+            .revoke_token(revoked(u.id, &format!("t{i}"), 1_000), 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(read_version(&store, u.id).await, 0);
+    store
+        .revoke_token(revoked(u.id, "one-more", 1_000), 0)
+        .await
+        .unwrap();
+    assert_eq!(read_version(&store, u.id).await, 1);
+    assert!(store.revoked_tokens(u.id, 0).await.unwrap().is_empty());
+}
+
+async fn read_version(store: &Arc<dyn Store>, id: i64) -> i64 {
+    store.user_by_id(id).await.unwrap().unwrap().token_version
+}
+
+async fn revoking_a_deleted_users_token_is_a_no_op(store: Arc<dyn Store>) {
+    let u = store.create_user(user("gone")).await.unwrap();
+    store.delete_user("gone").await.unwrap();
+    store
+        .revoke_token(revoked(u.id, "t", 1_000), 0)
+        .await
+        .unwrap();
+    assert!(store.revoked_tokens(u.id, 0).await.unwrap().is_empty());
 }
 
 async fn history_is_newest_first_and_round_trips(store: Arc<dyn Store>) {
@@ -508,6 +688,14 @@ contract_tests!(
     users_create_find_delete,
     duplicate_username_conflicts,
     a_password_hash_is_replaced_only_while_it_is_still_the_old_one,
+    a_changed_password_or_role_bumps_the_token_version,
+    changing_or_deleting_a_missing_user_is_not_found,
+    the_last_admin_can_be_neither_deleted_nor_demoted,
+    concurrent_removals_of_two_admins_leave_one,
+    revoked_tokens_are_listed_until_they_expire,
+    expired_revocations_are_purged,
+    logouts_past_the_cap_revoke_every_token_instead,
+    revoking_a_deleted_users_token_is_a_no_op,
     history_is_newest_first_and_round_trips,
     pagination_cursor_is_stable_while_rows_arrive,
     users_see_only_their_history,

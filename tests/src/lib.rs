@@ -198,7 +198,7 @@ impl StackBuilder {
         for tweak in self.api_tweaks {
             tweak(&mut settings);
         }
-        let app = api_service::startup::Application::build(settings)
+        let app = api_service::startup::Application::build(settings.clone())
             .await
             .expect("api_service failed to start");
         let port = app.port();
@@ -219,6 +219,7 @@ impl StackBuilder {
             quote_settings,
             api_shutdown,
             api_task: Some(api_task),
+            api_settings: settings,
             backend: self.backend,
             _db: db,
         };
@@ -275,7 +276,28 @@ pub struct TestApp {
     pub quote_settings: quote_service::settings::Settings,
     api_shutdown: CancellationToken,
     api_task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// What the API was started with (reused to start more instances beside it).
+    api_settings: api_service::settings::Settings,
     _db: TestDatabase,
+}
+
+/// One more api_service instance beside a [`TestApp`]'s: same database, same quote
+/// transport, same JWT key, its own process state (caches, throttle). Stopped on drop.
+pub struct OtherApi {
+    pub address: String,
+    shutdown: CancellationToken,
+}
+
+impl OtherApi {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+impl Drop for OtherApi {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl TestApp {
@@ -427,6 +449,18 @@ impl TestApp {
     pub async fn restart_quote_service(&mut self) {
         self.stop_quote_service().await;
         self.quote = Some(QuoteHandle::spawn(self.quote_settings.clone()).await);
+    }
+
+    /// Starts another API instance on this stack's database and transport (PostgreSQL for
+    /// a real several-instances deployment).
+    pub async fn spawn_other_api(&self) -> OtherApi {
+        let app = api_service::startup::Application::build(self.api_settings.clone())
+            .await
+            .expect("second api_service failed to start");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        tokio::spawn(async move { app.run_until_stopped().await });
+        OtherApi { address, shutdown }
     }
 
     /// A clone of the API's shutdown token: cancelling it is the in-process SIGTERM.

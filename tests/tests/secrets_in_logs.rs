@@ -182,7 +182,7 @@ async fn no_secret_reaches_a_log_line_or_an_error_body() {
         .unwrap()
         .unwrap()
         .id;
-    let resigned = other_key.issue(alice_id, Role::Admin).unwrap().token;
+    let resigned = other_key.issue(alice_id, Role::Admin, 0).unwrap().token;
     let (status, _) = run.get(&app, "/api/v1/stats", &resigned).await;
     assert_eq!(status, 401);
     app.store.delete_user("alice").await.unwrap();

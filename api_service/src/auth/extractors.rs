@@ -2,8 +2,9 @@
 //! for users whose role *in the database* is admin.
 //!
 //! The token proves identity; the database (through the short-lived [`super::UserCache`])
-//! decides whether that identity still exists and what it may do, so deleting a user or
-//! demoting an admin does not wait for their tokens to expire.
+//! decides whether that identity still exists, whether the token was revoked (logged out, or
+//! issued before a password or role change) and what the user may do, so none of that waits
+//! for tokens to expire.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -47,7 +48,24 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// The caller and the token they presented: what `POST /logout` revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: CurrentUser,
+    pub jti: String,
+    /// The token's `exp` (Unix seconds): its revocation is kept until then.
+    pub expires_at: u64,
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Session::from_request_parts(parts, state).await?.user)
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -68,10 +86,18 @@ impl FromRequestParts<AppState> for CurrentUser {
         if (claims.iat as i64) < record.created_at {
             return Err(ApiError::invalid_token("the token predates its user"));
         }
+        // Logged out, or issued before a password or role change.
+        if !record.accepts(&claims.jti, claims.ver) {
+            return Err(ApiError::invalid_token("the token was revoked"));
+        }
         tracing::Span::current().record("user_id", id);
-        Ok(CurrentUser {
-            id,
-            role: record.role,
+        Ok(Session {
+            user: CurrentUser {
+                id,
+                role: record.role,
+            },
+            jti: claims.jti,
+            expires_at: claims.exp,
         })
     }
 }

@@ -35,8 +35,12 @@ pub struct Claims {
     pub exp: u64,
     pub iss: String,
     pub aud: String,
-    /// Unique token id, for log correlation and a future deny-list.
+    /// Unique token id: what `POST /logout` revokes.
     pub jti: String,
+    /// The user's token version at issue (absent in tokens older than versions: 0). A
+    /// password or role change bumps the user's version and so refuses every older token.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 impl Claims {
@@ -149,7 +153,12 @@ impl JwtKeys {
         self.ttl
     }
 
-    pub fn issue(&self, user_id: i64, role: Role) -> Result<IssuedToken, anyhow::Error> {
+    pub fn issue(
+        &self,
+        user_id: i64,
+        role: Role,
+        token_version: i64,
+    ) -> Result<IssuedToken, anyhow::Error> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -160,6 +169,7 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            ver: token_version,
         };
         self.sign(&claims).map(|token| IssuedToken {
             token,
@@ -210,14 +220,14 @@ mod tests {
     }
 
     fn claims(keys: &JwtKeys) -> Claims {
-        let token = keys.issue(7, Role::User).unwrap().token;
+        let token = keys.issue(7, Role::User, 0).unwrap().token;
         keys.verify(&token).unwrap()
     }
 
     #[test]
     fn issued_token_round_trips() {
         let keys = keys();
-        let issued = keys.issue(42, Role::Admin).unwrap();
+        let issued = keys.issue(42, Role::Admin, 0).unwrap();
         assert_eq!(issued.expires_in, 3600);
         let claims = keys.verify(&issued.token).unwrap();
         assert_eq!(claims.user_id(), Some(42));
@@ -232,10 +242,10 @@ mod tests {
     fn every_token_gets_a_fresh_jti() {
         let keys = keys();
         let a = keys
-            .verify(&keys.issue(1, Role::User).unwrap().token)
+            .verify(&keys.issue(1, Role::User, 0).unwrap().token)
             .unwrap();
         let b = keys
-            .verify(&keys.issue(1, Role::User).unwrap().token)
+            .verify(&keys.issue(1, Role::User, 0).unwrap().token)
             .unwrap();
         assert_ne!(a.jti, b.jti);
     }
@@ -268,7 +278,7 @@ mod tests {
     #[test]
     fn tampered_payload_is_rejected() {
         let keys = keys();
-        let token = keys.issue(7, Role::User).unwrap().token;
+        let token = keys.issue(7, Role::User, 0).unwrap().token;
         let parts: Vec<&str> = token.split('.').collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
@@ -320,7 +330,7 @@ mod tests {
             Duration::from_secs(3600),
         )
         .unwrap();
-        let token = other.issue(7, Role::User).unwrap().token;
+        let token = other.issue(7, Role::User, 0).unwrap().token;
         assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
     }
 
@@ -411,7 +421,7 @@ mod tests {
         );
         settings.allow_insecure_dev_secret = true;
         let keys = JwtKeys::from_settings(&settings).unwrap();
-        let token = keys.issue(1, Role::User).unwrap().token;
+        let token = keys.issue(1, Role::User, 0).unwrap().token;
         assert!(keys.verify(&token).is_ok());
     }
 }

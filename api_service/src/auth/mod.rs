@@ -7,7 +7,7 @@ pub mod login_throttle;
 pub mod password;
 pub mod user_cache;
 
-pub use extractors::{Admin, CurrentUser};
+pub use extractors::{Admin, CurrentUser, Session};
 pub use jwt::{Claims, JwtKeys};
 pub use login_throttle::LoginThrottle;
 pub use password::Hasher;

@@ -8,7 +8,7 @@
 //! [`UserCache::invalidate`] and take effect at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::{Role, Store, StoreError, User};
@@ -17,19 +17,37 @@ use crate::store::{Role, Store, StoreError, User};
 /// ids from validly signed tokens, so the map is bounded by the number of real users.
 const SWEEP_ABOVE: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub role: Role,
     /// Unix seconds; tokens issued before this belong to an earlier holder of the id.
     pub created_at: i64,
+    /// Tokens issued under another version were revoked by a password or role change.
+    pub token_version: i64,
+    /// `jti`s of the user's logged-out tokens that have not expired yet (a handful at most:
+    /// the store caps them per user).
+    pub revoked: Arc<[String]>,
 }
 
-impl From<&User> for UserRecord {
-    fn from(user: &User) -> Self {
+impl UserRecord {
+    pub fn new(user: &User, revoked: Vec<String>) -> Self {
         Self {
             role: user.role,
             created_at: user.created_at.timestamp(),
+            token_version: user.token_version,
+            revoked: revoked.into(),
         }
+    }
+
+    /// Whether a token with this `jti` and version is still good for this user.
+    pub fn accepts(&self, jti: &str, token_version: i64) -> bool {
+        token_version == self.token_version && !self.revoked.iter().any(|r| r == jti)
+    }
+
+    /// Reads what the cache keeps about `user` from the store.
+    async fn load(store: &dyn Store, user: &User) -> Result<Self, StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(Self::new(user, store.revoked_tokens(user.id, now).await?))
     }
 }
 
@@ -62,7 +80,7 @@ impl UserCache {
         }
         let entries = self.entries();
         let entry = entries.get(&id)?;
-        (entry.fetched.elapsed() < self.ttl).then_some(entry.record)
+        (entry.fetched.elapsed() < self.ttl).then(|| entry.record.clone())
     }
 
     pub fn insert(&self, id: i64, record: Option<UserRecord>) {
@@ -96,9 +114,19 @@ impl UserCache {
         if let Some(cached) = self.get(id) {
             return Ok(cached);
         }
-        let record = store.user_by_id(id).await?.as_ref().map(UserRecord::from);
-        self.insert(id, record);
+        let record = match store.user_by_id(id).await? {
+            Some(user) => Some(UserRecord::load(store, &user).await?),
+            None => None,
+        };
+        self.insert(id, record.clone());
         Ok(record)
+    }
+
+    /// Caches `user` as just read (after a login, whose token comes straight back).
+    pub async fn warm(&self, store: &dyn Store, user: &User) -> Result<(), StoreError> {
+        let record = UserRecord::load(store, user).await?;
+        self.insert(user.id, Some(record));
+        Ok(())
     }
 }
 
@@ -106,17 +134,21 @@ impl UserCache {
 mod tests {
     use super::*;
 
-    const ADMIN: UserRecord = UserRecord {
-        role: Role::Admin,
-        created_at: 0,
-    };
+    fn admin() -> UserRecord {
+        UserRecord {
+            role: Role::Admin,
+            created_at: 0,
+            token_version: 0,
+            revoked: Arc::new([]),
+        }
+    }
 
     #[test]
     fn entries_expire_after_ttl() {
         let cache = UserCache::new(Duration::from_millis(50));
-        cache.insert(1, Some(ADMIN));
+        cache.insert(1, Some(admin()));
         cache.insert(2, None);
-        assert_eq!(cache.get(1), Some(Some(ADMIN)));
+        assert_eq!(cache.get(1), Some(Some(admin())));
         assert_eq!(cache.get(2), Some(None));
         assert_eq!(cache.get(3), None);
         std::thread::sleep(Duration::from_millis(60));
@@ -126,7 +158,7 @@ mod tests {
     #[test]
     fn invalidate_takes_effect_at_once() {
         let cache = UserCache::new(Duration::from_secs(2));
-        cache.insert(1, Some(ADMIN));
+        cache.insert(1, Some(admin()));
         cache.invalidate(1);
         assert_eq!(cache.get(1), None);
     }
@@ -134,7 +166,36 @@ mod tests {
     #[test]
     fn zero_ttl_disables_caching() {
         let cache = UserCache::new(Duration::ZERO);
-        cache.insert(1, Some(ADMIN));
+        cache.insert(1, Some(admin()));
         assert_eq!(cache.get(1), None);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn record(token_version: i64, revoked: &[&str]) -> UserRecord {
+        UserRecord {
+            role: Role::User,
+            created_at: 0,
+            token_version,
+            revoked: revoked.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_token_of_the_current_version_not_logged_out_is_accepted() {
+        assert!(record(3, &["other"]).accepts("mine", 3));
+    }
+
+    #[test]
+    fn a_logged_out_token_is_refused() {
+        assert!(!record(0, &["a", "mine"]).accepts("mine", 0));
+    }
+
+    #[test]
+    fn a_token_from_before_a_password_or_role_change_is_refused() {
+        assert!(!record(1, &[]).accepts("mine", 0));
     }
 }

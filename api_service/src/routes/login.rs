@@ -12,7 +12,6 @@ use tracing::Instrument as _;
 
 use crate::auth::login_throttle::{Attempt, ClientAddr, Refusal};
 use crate::auth::password::{self, PasswordError};
-use crate::auth::user_cache::UserRecord;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -93,10 +92,10 @@ pub async fn login(
         check_password(state.clone(), attempt, username, password, well_formed).in_current_span();
     let user = tokio::spawn(check).await.map_err(ApiError::internal)??;
     // The next request will almost certainly present this token: warm the cache.
-    state.users.insert(user.id, Some(UserRecord::from(&user)));
+    state.users.warm(state.store.as_ref(), &user).await?;
     let issued = state
         .jwt
-        .issue(user.id, user.role)
+        .issue(user.id, user.role, user.token_version)
         .map_err(ApiError::internal)?;
     tracing::info!(user_id = user.id, "login succeeded");
     Ok(Json(LoginResponse {
@@ -165,7 +164,7 @@ async fn check_password(
     }
 }
 
-fn hashing_failed(err: PasswordError) -> ApiError {
+pub(super) fn hashing_failed(err: PasswordError) -> ApiError {
     match err {
         PasswordError::Busy => ApiError::Unavailable {
             code: "login_overloaded",

@@ -4,6 +4,7 @@
 mod health;
 mod history;
 mod login;
+mod logout;
 mod stats;
 mod stock;
 mod users;
@@ -44,9 +45,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login::login))
+        .routes(routes!(logout::logout))
         .routes(routes!(stock::stock))
         .routes(routes!(history::history))
         .routes(routes!(users::create))
+        .routes(routes!(users::update, users::delete))
         .routes(routes!(stats::stats))
         .routes(routes!(health::healthz))
 }

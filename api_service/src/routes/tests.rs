@@ -88,6 +88,16 @@ impl TestApp {
             .await
     }
 
+    async fn send_json(&self, method: &str, uri: &str, token: &str, body: Option<&str>) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+        self.send(request.body(body).unwrap()).await
+    }
+
     async fn login(&self, username: &str, password: &str) -> String {
         let reply = self
             .post(
@@ -326,6 +336,7 @@ async fn expired_token_is_refused() {
         iss: "stock-quotes".into(),
         aud: "stock-quotes-api".into(),
         jti: "x".into(),
+        ver: 0,
     };
     let token = app.state.jwt.sign(&claims).unwrap();
     let reply = app.get("/api/v1/stock?q=aapl.us", Some(&token)).await;
@@ -394,6 +405,7 @@ async fn admin_rights_come_from_the_database_not_the_token() {
             iss: "stock-quotes".into(),
             aud: "stock-quotes-api".into(),
             jti: "x".into(),
+            ver: 0,
         })
         .unwrap();
     let reply = app.get("/api/v1/stats", Some(&forged_role)).await;
@@ -823,6 +835,192 @@ async fn admins_create_users() {
         )
         .await;
     assert_envelope(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+// ---- logout and account changes ----
+
+#[tokio::test]
+async fn a_logged_out_token_is_refused_while_the_users_other_tokens_work() {
+    let app = app().await;
+    let token = app.login("alice", "alice-password").await;
+    let other = app.login("alice", "alice-password").await;
+
+    let reply = app.post("/api/v1/logout", Some(&token), "").await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    let refused = app.get("/api/v1/users/history", Some(&token)).await;
+    assert_envelope(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(refused.body["error"]["message"], "the token was revoked");
+    let again = app.post("/api/v1/logout", Some(&token), "").await;
+    assert_envelope(&again, StatusCode::UNAUTHORIZED, "unauthorized");
+    let still = app.get("/api/v1/users/history", Some(&other)).await;
+    assert_eq!(still.status, StatusCode::OK, "{}", still.body);
+}
+
+#[tokio::test]
+async fn logout_without_a_token_is_401() {
+    let app = app().await;
+    let reply = app.post("/api/v1/logout", None, "").await;
+    assert_envelope(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_password_reset_by_an_admin_revokes_the_users_tokens() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    let old = app.login("alice", "alice-password").await;
+
+    let reply = app
+        .send_json(
+            "PATCH",
+            "/api/v1/users/alice",
+            &admin,
+            Some(r#"{"password":"a-new-password"}"#),
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["username"], "alice");
+    assert_eq!(reply.body["role"], "user");
+    let refused = app.get("/api/v1/users/history", Some(&old)).await;
+    assert_envelope(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+    let fresh = app.login("alice", "a-new-password").await;
+    let ok = app.get("/api/v1/users/history", Some(&fresh)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn a_role_change_takes_effect_with_the_next_login() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    let old = app.login("alice", "alice-password").await;
+
+    let reply = app
+        .send_json(
+            "PATCH",
+            "/api/v1/users/alice",
+            &admin,
+            Some(r#"{"role":"admin"}"#),
+        )
+        .await;
+
+    assert_eq!(reply.body["role"], "admin", "{}", reply.body);
+    let refused = app.get("/api/v1/stats", Some(&old)).await;
+    assert_envelope(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+    let promoted = app.login("alice", "alice-password").await;
+    assert_eq!(
+        app.get("/api/v1/stats", Some(&promoted)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_admin_deletes_a_user_whose_tokens_then_stop_working() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    let alice = app.login("alice", "alice-password").await;
+
+    let reply = app
+        .send_json("DELETE", "/api/v1/users/alice", &admin, None)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    let refused = app.get("/api/v1/users/history", Some(&alice)).await;
+    assert_envelope(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+    let again = app
+        .send_json("DELETE", "/api/v1/users/alice", &admin, None)
+        .await;
+    assert_envelope(&again, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_deleted_or_demoted() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+
+    let delete = app
+        .send_json("DELETE", "/api/v1/users/root", &admin, None)
+        .await;
+    let demote = app
+        .send_json(
+            "PATCH",
+            "/api/v1/users/root",
+            &admin,
+            Some(r#"{"role":"user"}"#),
+        )
+        .await;
+
+    assert_envelope(&delete, StatusCode::CONFLICT, "conflict");
+    assert_envelope(&demote, StatusCode::CONFLICT, "conflict");
+    let still = app.get("/api/v1/stats", Some(&admin)).await;
+    assert_eq!(
+        still.status,
+        StatusCode::OK,
+        "nothing changed: {}",
+        still.body
+    );
+}
+
+#[tokio::test]
+async fn account_changes_refuse_bad_requests_with_the_envelope() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    let user = app.login("alice", "alice-password").await;
+
+    let cases = [
+        (
+            "PATCH",
+            "/api/v1/users/alice",
+            &admin,
+            Some("{}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/alice",
+            &admin,
+            Some(r#"{"password":"short"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/nobody",
+            &admin,
+            Some(r#"{"role":"user"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/api/v1/users/bad%20name",
+            &admin,
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/root",
+            &user,
+            Some(r#"{"role":"user"}"#),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "DELETE",
+            "/api/v1/users/root",
+            &user,
+            None,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ];
+    for (method, uri, token, body, status, code) in cases {
+        let reply = app.send_json(method, uri, token, body).await;
+        assert_envelope(&reply, status, code);
+    }
 }
 
 // ---- health, metrics, fallbacks ----

@@ -1,10 +1,12 @@
-//! `POST /api/v1/users` (admins): create a user.
+//! Account management for admins: `POST /api/v1/users` creates a user, `PATCH` and `DELETE
+//! /api/v1/users/{username}` change a role or password and remove one. A change revokes the
+//! user's tokens; no change may leave the service without an admin.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
@@ -12,7 +14,7 @@ use crate::auth::Admin;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use crate::store::{Role, User};
+use crate::store::{ChangeOutcome, Role, User, UserChange};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
@@ -91,4 +93,146 @@ pub async fn create(
         "user created"
     );
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+/// Either or both; omitted fields stay as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct UpdateUserRequest {
+    role: Option<Role>,
+    /// 8-128 characters.
+    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 128, example = "a new long passphrase")]
+    password: Option<SecretString>,
+}
+
+const LAST_ADMIN: &str = "the last admin cannot be deleted or demoted; make another admin first";
+
+/// Applies `change`, dropping this instance's cached view of the user at once (the others
+/// within their cache TTL).
+async fn apply(
+    state: &AppState,
+    username: &str,
+    change: UserChange,
+) -> Result<ChangeOutcome, ApiError> {
+    // A name that cannot be an account cannot be found either.
+    if crate::users::validate_username(username).is_err() {
+        return Ok(ChangeOutcome::NotFound);
+    }
+    let outcome = state.store.change_user(username, change).await?;
+    match &outcome {
+        ChangeOutcome::Deleted { id } => state.users.invalidate(*id),
+        ChangeOutcome::Updated(user) => state.users.invalidate(user.id),
+        ChangeOutcome::NotFound | ChangeOutcome::LastAdmin => {}
+    }
+    Ok(outcome)
+}
+
+fn no_such_user(username: &str) -> ApiError {
+    ApiError::NotFound(format!("no user named {username:?}"))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{username}",
+    tag = "admin",
+    summary = "Change a user's role or password (admins only)",
+    description = "Every token the user holds stops working (this instance at once, the others \
+        within `USER_CACHE_TTL`): they sign in again with the new password or role.",
+    params(("username" = String, Path, description = "The account to change", example = "bob")),
+    request_body = UpdateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = UserView),
+        (status = 400, response = crate::openapi::BadJsonBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No such user", body = ErrorEnvelope,
+            example = json!({"error": {"code": "not_found", "message": "no user named \"bob\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 409, description = "It would leave no admin", body = ErrorEnvelope,
+            example = json!({"error": {"code": "conflict", "message": LAST_ADMIN, "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::InvalidJsonShape),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = %username))]
+pub async fn update(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<UpdateUserRequest>,
+) -> Result<Json<UserView>, ApiError> {
+    let _ = admin;
+    if body.role.is_none() && body.password.is_none() {
+        return Err(ApiError::Validation(
+            "nothing to change: give a role, a password or both".into(),
+        ));
+    }
+    let password_hash = match body.password {
+        Some(password) => {
+            crate::users::validate_password(password.expose_secret())
+                .map_err(ApiError::Validation)?;
+            Some(
+                state
+                    .hasher
+                    .hash(password)
+                    .await
+                    .map_err(super::login::hashing_failed)?,
+            )
+        }
+        None => None,
+    };
+    let change = UserChange::Update {
+        role: body.role,
+        password_hash,
+    };
+    match apply(&state, &username, change).await? {
+        ChangeOutcome::Updated(user) => {
+            tracing::info!(
+                changed_user_id = user.id,
+                role = user.role.as_str(),
+                "user changed"
+            );
+            Ok(Json(UserView::from(user)))
+        }
+        ChangeOutcome::LastAdmin => Err(ApiError::Conflict(LAST_ADMIN.into())),
+        ChangeOutcome::NotFound | ChangeOutcome::Deleted { .. } => Err(no_such_user(&username)),
+    }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{username}",
+    tag = "admin",
+    summary = "Delete a user and their history (admins only)",
+    params(("username" = String, Path, description = "The account to delete", example = "bob")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; the user's tokens stop working"),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "No such user", body = ErrorEnvelope,
+            example = json!({"error": {"code": "not_found", "message": "no user named \"bob\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 409, description = "It is the last admin", body = ErrorEnvelope,
+            example = json!({"error": {"code": "conflict", "message": LAST_ADMIN, "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = %username))]
+pub async fn delete(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _ = admin;
+    match apply(&state, &username, UserChange::Delete).await? {
+        ChangeOutcome::Deleted { id } => {
+            tracing::info!(deleted_user_id = id, "user deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        ChangeOutcome::LastAdmin => Err(ApiError::Conflict(LAST_ADMIN.into())),
+        ChangeOutcome::NotFound | ChangeOutcome::Updated(_) => Err(no_such_user(&username)),
+    }
 }

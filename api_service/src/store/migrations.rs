@@ -12,17 +12,31 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// verified on every start-up).
 type Script = (i64, &'static str, &'static str);
 
-const SQLITE: &[Script] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE: &[Script] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "revocation",
+        include_str!("../../migrations/sqlite/0002_revocation.sql"),
+    ),
+];
 
-const POSTGRES: &[Script] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const POSTGRES: &[Script] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "revocation",
+        include_str!("../../migrations/postgres/0002_revocation.sql"),
+    ),
+];
 
 fn migrator(scripts: &[Script]) -> Migrator {
     Migrator::with_migrations(

@@ -67,6 +67,8 @@ pub struct User {
     pub password_hash: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Bumped by every password or role change; tokens issued under an older one are refused.
+    pub token_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,43 @@ pub struct NewUser {
     pub password_hash: String,
     pub role: Role,
 }
+
+/// What an admin does to an account through the API (see [`Store::change_user`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserChange {
+    Delete,
+    /// Either or both; the token version is bumped, so the user's tokens stop working.
+    Update {
+        role: Option<Role>,
+        password_hash: Option<String>,
+    },
+}
+
+/// How [`Store::change_user`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeOutcome {
+    Deleted {
+        id: i64,
+    },
+    Updated(User),
+    NotFound,
+    /// Refused: it would have left no admin.
+    LastAdmin,
+}
+
+/// A logged-out token, refused until it would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub user_id: i64,
+    pub jti: String,
+    /// Unix seconds: the token's own `exp`.
+    pub expires_at: i64,
+}
+
+/// Live revoked tokens one user may have before a further logout revokes all of their
+/// tokens at once (token version bump) instead of adding a row: bounds what a user who logs
+/// in and out in a loop can make the database hold.
+pub const MAX_REVOKED_PER_USER: i64 = 100;
 
 /// What is saved when a quote is served: the request time (UTC) and the quote's prices.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +213,19 @@ pub trait Store: Send + Sync + 'static {
         old: &str,
         new: &str,
     ) -> Result<bool, StoreError>;
+    /// Deletes or updates an account in one transaction, refusing to leave no admin
+    /// (concurrent changes included). An update bumps the token version.
+    async fn change_user(
+        &self,
+        username: &str,
+        change: UserChange,
+    ) -> Result<ChangeOutcome, StoreError>;
+    /// Records a logged-out token and purges every expired one (`expires_at <= now`, Unix
+    /// seconds). Past [`MAX_REVOKED_PER_USER`] live rows for the user it bumps the user's
+    /// token version and drops their rows instead: every token of theirs is refused then.
+    async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError>;
+    /// The `jti`s of the user's revoked tokens not yet expired at `now` (Unix seconds).
+    async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError>;
     /// Inserts the history row and bumps the symbol's counter in ONE transaction; when this
     /// returns Ok the row is committed (a 200 from /stock relies on it).
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError>;
@@ -255,6 +307,21 @@ pub async fn run_migrations(database_url: &str) -> Result<(), StoreError> {
     let result = store.migrate().await;
     store.close().await;
     result
+}
+
+/// The `users` columns every query that builds a [`User`] selects.
+pub(crate) const USER_COLUMNS: &str =
+    "id, username, password_hash, role, created_at, token_version";
+
+impl UserChange {
+    /// Whether applying this to `user` would take an admin away.
+    pub(crate) fn removes_admin(&self, user: &User) -> bool {
+        user.role == Role::Admin
+            && match self {
+                UserChange::Delete => true,
+                UserChange::Update { role, .. } => role.is_some_and(|r| r != Role::Admin),
+            }
+    }
 }
 
 /// Microsecond precision is what both backends store; truncating up front makes the value a

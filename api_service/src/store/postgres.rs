@@ -18,8 +18,9 @@ use tracing::instrument;
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::pool;
 use super::{
-    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
-    WriteStats, counter_key, migrations, truncate_to_micros,
+    ChangeOutcome, HistoryEntry, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, PoolStats,
+    RevokedToken, Role, StockCount, Store, StoreError, USER_COLUMNS, User, UserChange, WriteStats,
+    counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a request waits for a pooled connection before answering 503.
@@ -64,6 +65,7 @@ fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
             .parse()
             .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         created_at: row.try_get("created_at")?,
+        token_version: row.try_get("token_version")?,
     })
 }
 
@@ -187,14 +189,15 @@ impl Store for PostgresStore {
             password_hash: user.password_hash,
             role: user.role,
             created_at,
+            token_version: 0,
         })
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        )))
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
@@ -203,9 +206,9 @@ impl Store for PostgresStore {
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = id))]
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, username, password_hash, role, created_at FROM users WHERE id = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -219,6 +222,117 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres"))]
+    async fn change_user(
+        &self,
+        username: &str,
+        change: UserChange,
+    ) -> Result<ChangeOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Every admin row locked first, in id order: concurrent demotions or deletions of the
+        // last admins queue here, and each sees what the one before it committed.
+        let admins: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1 FOR UPDATE"
+        )))
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = row.as_ref().map(user_from_row).transpose()? else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        if change.removes_admin(&user) && admins.len() <= 1 {
+            return Ok(ChangeOutcome::LastAdmin);
+        }
+        let outcome = match change {
+            UserChange::Delete => {
+                sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(user.id)
+                    .execute(&mut *tx)
+                    .await?;
+                ChangeOutcome::Deleted { id: user.id }
+            }
+            UserChange::Update {
+                role,
+                password_hash,
+            } => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE users SET role = COALESCE($2, role), \
+                     password_hash = COALESCE($3, password_hash), \
+                     token_version = token_version + 1 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                )))
+                .bind(user.id)
+                .bind(role.map(Role::as_str))
+                .bind(password_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+                ChangeOutcome::Updated(user_from_row(&row)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id = token.user_id))]
+    async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The user's row lock orders this user's logouts (the count below stays exact); a
+        // deleted user has no tokens left to revoke.
+        let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(token.user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE user_id = $1")
+                .bind(token.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if live >= MAX_REVOKED_PER_USER {
+            sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM revoked_tokens WHERE user_id = $1")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(&token.jti)
+            .bind(token.user_id)
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
+    async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT jti FROM revoked_tokens WHERE user_id = $1 AND expires_at > $2",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]

@@ -21,8 +21,9 @@ use tracing::instrument;
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::pool;
 use super::{
-    HistoryEntry, NewHistoryEntry, NewUser, PoolStats, StockCount, Store, StoreError, User,
-    WriteStats, counter_key, migrations, truncate_to_micros,
+    ChangeOutcome, HistoryEntry, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, PoolStats,
+    RevokedToken, Role, StockCount, Store, StoreError, USER_COLUMNS, User, UserChange, WriteStats,
+    counter_key, migrations, truncate_to_micros,
 };
 
 /// How long a connection waits for another writer's lock before giving up (→ 503).
@@ -95,6 +96,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
             .parse()
             .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         created_at: from_micros(row.try_get("created_at")?)?,
+        token_version: row.try_get("token_version")?,
     })
 }
 
@@ -167,8 +169,6 @@ impl BatchWriter for SqliteWriter {
     }
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, role, created_at";
-
 #[async_trait]
 impl Store for SqliteStore {
     #[instrument(skip_all, fields(backend = "sqlite"))]
@@ -190,6 +190,7 @@ impl Store for SqliteStore {
             password_hash: user.password_hash,
             role: user.role,
             created_at,
+            token_version: 0,
         })
     }
 
@@ -222,6 +223,107 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    #[instrument(skip_all, fields(backend = "sqlite"))]
+    async fn change_user(
+        &self,
+        username: &str,
+        change: UserChange,
+    ) -> Result<ChangeOutcome, StoreError> {
+        // IMMEDIATE: the write lock up front, so the admin count cannot change before we act.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
+        )))
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = row.as_ref().map(user_from_row).transpose()? else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        if change.removes_admin(&user) {
+            let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin'")
+                .fetch_one(&mut *tx)
+                .await?;
+            if admins <= 1 {
+                return Ok(ChangeOutcome::LastAdmin);
+            }
+        }
+        let outcome = match change {
+            UserChange::Delete => {
+                sqlx::query("DELETE FROM users WHERE id = ?")
+                    .bind(user.id)
+                    .execute(&mut *tx)
+                    .await?;
+                ChangeOutcome::Deleted { id: user.id }
+            }
+            UserChange::Update {
+                role,
+                password_hash,
+            } => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE users SET role = COALESCE(?, role), \
+                     password_hash = COALESCE(?, password_hash), \
+                     token_version = token_version + 1 WHERE id = ? RETURNING {USER_COLUMNS}"
+                )))
+                .bind(role.map(Role::as_str))
+                .bind(password_hash)
+                .bind(user.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                ChangeOutcome::Updated(user_from_row(&row)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = token.user_id))]
+    async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE user_id = ?")
+            .bind(token.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if live >= MAX_REVOKED_PER_USER {
+            sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = ?")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM revoked_tokens WHERE user_id = ?")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            // A deleted user has no tokens left to revoke (and no row to reference).
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at) \
+                 SELECT ?, id, ? FROM users WHERE id = ? ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(&token.jti)
+            .bind(token.expires_at)
+            .bind(token.user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id))]
+    async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT jti FROM revoked_tokens WHERE user_id = ? AND expires_at > ?",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id))]

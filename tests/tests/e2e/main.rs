@@ -4,6 +4,7 @@
 
 mod auth;
 mod history;
+mod instances;
 mod stats;
 mod stock;
 mod tokens;

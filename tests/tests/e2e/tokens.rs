@@ -31,6 +31,7 @@ fn valid_claims(user_id: i64, role: Role) -> Claims {
         iss: JWT_ISSUER.into(),
         aud: JWT_AUDIENCE.into(),
         jti: uuid::Uuid::new_v4().to_string(),
+        ver: 0,
     }
 }
 
