@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod contract;
+pub mod pattern;
 pub mod symbol;
 pub mod telemetry;
 
