@@ -8,11 +8,15 @@
 # chaos binary runs alone (its tests one at a time, see .config/nextest.toml). Both runs must
 # pass. With extra arguments there is a single run, exactly as asked.
 #
+# It also installs schemathesis (pinned, in its own virtualenv) for the contract fuzzing test
+# (tests/tests/contract_fuzz.rs); SCHEMATHESIS_BIN points the test at another executable.
+#
 # CI=true turns "service unavailable, skipping" into a failure (see shared::config::running_in_ci).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
+scripts/install-schemathesis.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "--- installing cargo-nextest (once)"

@@ -95,10 +95,10 @@ pub struct Unauthorized(pub ErrorEnvelope<'static>);
 )]
 pub struct Forbidden(pub ErrorEnvelope<'static>);
 
-/// The body is not valid JSON.
+/// The body is not one well-formed JSON value (empty, cut short, or not JSON at all).
 #[derive(ToResponse)]
 #[response(
-    example = json!({"error": {"code": "bad_request", "message": "Failed to parse the request body as JSON: expected value at line 1 column 1", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+    example = json!({"error": {"code": "bad_request", "message": "the request body is not valid JSON (line 1, column 2)", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
 )]
 pub struct BadJsonBody(pub ErrorEnvelope<'static>);
 
@@ -116,11 +116,15 @@ pub struct PayloadTooLarge(pub ErrorEnvelope<'static>);
 )]
 pub struct UnsupportedMediaType(pub ErrorEnvelope<'static>);
 
-/// Valid JSON of the wrong shape: a missing field, a wrong type, an unknown role, a password
-/// that is too short.
+/// Well-formed JSON of the wrong shape (a missing field, a wrong type, an unknown role, a key
+/// given twice) or a value the rules refuse (a password that is too short); the message names
+/// the field.
 #[derive(ToResponse)]
 #[response(
-    example = json!({"error": {"code": "validation_failed", "message": "Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 20", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+    examples(
+        ("missing field" = (value = json!({"error": {"code": "validation_failed", "message": "field `password` is required", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+        ("wrong type" = (value = json!({"error": {"code": "validation_failed", "message": "field `role` must be one of \"user\", \"admin\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+    )
 )]
 pub struct InvalidJsonShape(pub ErrorEnvelope<'static>);
 

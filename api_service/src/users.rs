@@ -11,6 +11,8 @@ use crate::auth::password::{self, Hasher, PasswordError};
 use crate::store::{NewUser, Role, Store, StoreError, User};
 
 pub const USERNAME_MAX_CHARS: usize = 64;
+/// What a username may contain besides ASCII letters and digits.
+pub const USERNAME_PUNCTUATION: &[char] = &['.', '_', '-', '@'];
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
@@ -54,13 +56,19 @@ pub fn validate_username(username: &str) -> Result<(), String> {
     }
     if let Some(bad) = username
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+        .find(|c| !(c.is_ascii_alphanumeric() || USERNAME_PUNCTUATION.contains(c)))
     {
         return Err(format!(
             "username contains {bad:?}; use letters, digits and . _ - @"
         ));
     }
     Ok(())
+}
+
+/// [`validate_username`] as a regular expression (the OpenAPI `pattern` of a new username).
+pub fn username_pattern() -> String {
+    let class = shared::pattern::ascii_alphanumeric_class(USERNAME_PUNCTUATION);
+    format!("^{class}{{1,{USERNAME_MAX_CHARS}}}$")
 }
 
 /// 8..=128 characters. The upper bound keeps argon2's input (and the body) small.
@@ -219,6 +227,44 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(validate_username(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn username_pattern_agrees_with_the_validator() {
+        let pattern = regex::Regex::new(&username_pattern()).unwrap();
+        let longest = "x".repeat(USERNAME_MAX_CHARS);
+        let too_long = "x".repeat(USERNAME_MAX_CHARS + 1);
+        for name in [
+            "a",
+            "john.doe_2-x",
+            "me@example.com",
+            &longest,
+            &too_long,
+            "",
+            " bob",
+            "bob\n",
+            "a b",
+            "żółw",
+            "a/b",
+            "a\0",
+            "a^b",
+        ] {
+            assert_eq!(
+                pattern.is_match(name),
+                validate_username(name).is_ok(),
+                "{name:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn username_pattern_accepts_exactly_what_the_validator_accepts(
+            name in "[aZ9._@\\-^ ż/\n\0]{0,70}"
+        ) {
+            let pattern = regex::Regex::new(&username_pattern()).unwrap();
+            proptest::prop_assert_eq!(pattern.is_match(&name), validate_username(&name).is_ok());
         }
     }
 

@@ -24,7 +24,7 @@ use api_service::openapi::{BEARER, DOCS_PATH, OPENAPI_PATH};
 use api_service::settings::TestTransport;
 use api_service::state::AppState;
 use api_service::store::provision::fresh_sqlite;
-use api_service::{Settings, routes};
+use api_service::{Settings, pagination, routes, users};
 use axum::extract::Query;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
@@ -441,14 +441,26 @@ fn document_describes_parameters_security_and_the_error_envelope() {
             .map(|p| (p["name"].as_str().unwrap().to_owned(), p.clone()))
             .collect()
     };
+    // The rules the server enforces, from the constants its validators use.
     let stock = parameters("/api/v1/stock");
     assert_eq!(stock["q"]["in"], "query");
     assert_eq!(stock["q"]["required"], true);
+    assert_eq!(stock["q"]["schema"]["pattern"], shared::symbol::pattern());
     let history = parameters("/api/v1/users/history");
     assert_eq!(history["limit"]["required"], false);
-    assert_eq!(history["limit"]["schema"]["minimum"], 1);
-    assert_eq!(history["limit"]["schema"]["maximum"], 1000);
+    assert_eq!(history["limit"]["schema"]["type"], "integer");
+    assert_eq!(history["limit"]["schema"]["minimum"], pagination::MIN_LIMIT);
+    assert_eq!(history["limit"]["schema"]["maximum"], pagination::MAX_LIMIT);
     assert_eq!(history["cursor"]["required"], false);
+    assert_eq!(
+        history["cursor"]["schema"]["pattern"],
+        pagination::cursor_pattern()
+    );
+    let new_user = &document["components"]["schemas"]["CreateUserRequest"]["properties"];
+    assert_eq!(new_user["username"]["pattern"], users::username_pattern());
+    assert_eq!(new_user["username"]["maxLength"], users::USERNAME_MAX_CHARS);
+    assert_eq!(new_user["password"]["minLength"], users::PASSWORD_MIN_CHARS);
+    assert_eq!(new_user["password"]["maxLength"], users::PASSWORD_MAX_CHARS);
     let ok = documented_response(&document, "get", "/api/v1/users/history", 200).unwrap();
     assert!(
         ok["headers"]["Link"].is_object(),
@@ -507,6 +519,19 @@ fn every_example_in_the_document_validates() {
         for (field, property) in component["properties"].as_object().into_iter().flatten() {
             if let Some(example) = property.get("example") {
                 check(property, example, format!("schema {name}.{field}"));
+            }
+            for example in property["examples"].as_array().into_iter().flatten() {
+                check(property, example, format!("schema {name}.{field}"));
+            }
+        }
+    }
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if let Some(example) = parameter.get("example") {
+                    let at = format!("{method} {path} parameter {}", parameter["name"]);
+                    check(&parameter["schema"], example, at);
+                }
             }
         }
     }
@@ -1023,6 +1048,14 @@ fn the_validator_rejects_bodies_that_break_the_schema() {
             "{why} passed: {body}"
         );
     }
+    let new_user = json!({"username": "bob", "password": "correct horse battery", "role": "user"});
+    assert!(schema::validate(&document, &schema("CreateUserRequest"), &new_user).is_empty());
+    let mut spaced = new_user.clone();
+    spaced["username"] = json!("bob smith");
+    assert!(
+        !schema::validate(&document, &schema("CreateUserRequest"), &spaced).is_empty(),
+        "a username breaking the pattern passed"
+    );
 
     let envelope = schema("ErrorEnvelope");
     let ok = json!({"error": {"code": "not_found", "message": "x", "request_id": "r"}});
@@ -1046,7 +1079,7 @@ fn the_validator_refuses_keywords_it_does_not_know() {
     let document = json!({});
     schema::validate(
         &document,
-        &json!({"type": "string", "pattern": "^a"}),
-        &json!("a"),
+        &json!({"type": "number", "multipleOf": 2}),
+        &json!(4),
     );
 }

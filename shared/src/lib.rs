@@ -5,6 +5,7 @@
 pub mod config;
 pub mod contract;
 pub mod http_server;
+pub mod pattern;
 pub mod symbol;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

@@ -6,6 +6,9 @@ use std::fmt;
 /// upstream URLs small and rejects pasted junk early.
 pub const MAX_SYMBOL_LEN: usize = 20;
 
+/// What a symbol may contain besides ASCII letters and digits.
+pub const SYMBOL_PUNCTUATION: &[char] = &['.', '^', '-', '_'];
+
 /// A validated, normalised (trimmed, lower-case) stooq symbol such as `aapl.us` or `^spx`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol(String);
@@ -46,7 +49,15 @@ impl Symbol {
 }
 
 fn is_symbol_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '^' | '-' | '_')
+    c.is_ascii_alphanumeric() || SYMBOL_PUNCTUATION.contains(&c)
+}
+
+/// The symbol rules as a regular expression (the OpenAPI `pattern` of `q`): exactly the
+/// strings [`Symbol::parse`] accepts, including the surrounding whitespace it trims.
+pub fn pattern() -> String {
+    let space = crate::pattern::whitespace_class();
+    let symbol = crate::pattern::ascii_alphanumeric_class(SYMBOL_PUNCTUATION);
+    format!("^{space}*{symbol}{{1,{MAX_SYMBOL_LEN}}}{space}*$")
 }
 
 impl fmt::Display for Symbol {
@@ -72,6 +83,11 @@ impl std::str::FromStr for Symbol {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::LazyLock;
+
+    /// [`pattern`] compiled once: building it scans every `char` for whitespace.
+    static PATTERN: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(&pattern()).unwrap());
 
     #[test]
     fn trims_and_lower_cases() {
@@ -118,7 +134,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pattern_agrees_with_parse_on_edge_cases() {
+        let longest = "a".repeat(MAX_SYMBOL_LEN);
+        let too_long = "a".repeat(MAX_SYMBOL_LEN + 1);
+        let padded = format!(" \t{longest}\u{3000}\n");
+        for s in [
+            "aapl.us",
+            "^SPX",
+            "brk-b.us",
+            "a_b",
+            " aapl ",
+            "\u{2028}aapl\u{85}",
+            longest.as_str(),
+            padded.as_str(),
+            too_long.as_str(),
+            "",
+            "   ",
+            "a b",
+            "a+b",
+            "ąę",
+            "aapl\u{feff}",
+            "\u{200b}aapl",
+            "a\0",
+            "aapl\n\n",
+        ] {
+            assert_eq!(PATTERN.is_match(s), Symbol::parse(s).is_ok(), "{s:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn pattern_accepts_exactly_what_parse_accepts(
+            s in "[ \t\n\u{85}\u{a0}\u{3000}\u{feff}\u{200b}aZ9.^_\\-+/ą,\0]{0,24}"
+        ) {
+            prop_assert_eq!(PATTERN.is_match(&s), Symbol::parse(&s).is_ok(), "{:?}", s);
+        }
+
         #[test]
         fn parse_never_panics_and_output_obeys_rules(s in ".{0,64}") {
             if let Ok(sym) = Symbol::parse(&s) {

@@ -8,11 +8,14 @@ use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiQuery;
-use crate::pagination::{Cursor, parse_limit};
+use crate::pagination::{self, Cursor, parse_limit};
 use crate::state::AppState;
 use crate::store::HistoryEntry;
 
@@ -20,6 +23,44 @@ use crate::store::HistoryEntry;
 pub struct HistoryParams {
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// Written by hand so the bounds and the cursor's form come from [`pagination`]'s constants,
+/// the ones [`parse_limit`] and [`Cursor::decode`] apply.
+impl utoipa::IntoParams for HistoryParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let limit = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(pagination::MIN_LIMIT))
+            .maximum(Some(pagination::MAX_LIMIT));
+        let cursor = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pagination::cursor_pattern()));
+        vec![
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!(
+                    "Entries per page (default {})",
+                    pagination::DEFAULT_LIMIT
+                )))
+                .schema(Some(limit))
+                .example(Some(50.into()))
+                .build(),
+            ParameterBuilder::new()
+                .name("cursor")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Opaque position from a previous page's `Link` header; absent (or empty) \
+                     for the first page",
+                ))
+                .schema(Some(cursor))
+                .build(),
+        ]
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -63,17 +104,12 @@ impl From<HistoryEntry> for HistoryItem {
     description = "Keyset-paginated: when more entries exist, the `Link` header holds the URL \
         of the next page (`rel=\"next\"`); follow it until it is absent. Pages stay stable \
         while new quotes are recorded.",
-    params(
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
-            description = "Entries per page (default 100)", example = 50),
-        ("cursor" = Option<String>, Query,
-            description = "Opaque position from a previous page's `Link` header; absent for the first page"),
-    ),
+    params(HistoryParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of history (possibly empty)", body = [HistoryItem],
             headers(("Link" = String, description = "Present when another page exists: \
-                `</api/v1/users/history?limit=50&cursor=aDE6NDI>; rel=\"next\"`"))),
+                `</api/v1/users/history?limit=50&cursor=AQAAAAAAAAAq>; rel=\"next\"`"))),
         (status = 400, description = "`limit` out of range or not a number, or a cursor this API did not issue", body = ErrorEnvelope,
             examples(
                 ("bad limit" = (value = json!({"error": {"code": "bad_request", "message": "limit must be a whole number between 1 and 1000, got \"0\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
@@ -91,7 +127,7 @@ pub async fn history(
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {
     let limit = parse_limit(params.limit.as_deref()).map_err(ApiError::BadRequest)?;
-    let before = match params.cursor.as_deref().map(str::trim) {
+    let before = match params.cursor.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(Cursor::decode(raw).map_err(ApiError::BadRequest)?),
     };

@@ -9,6 +9,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shared::Symbol;
 use tracing::instrument;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -20,6 +23,32 @@ use crate::store::NewHistoryEntry;
 #[derive(Deserialize)]
 pub struct StockParams {
     q: Option<String>,
+}
+
+/// Written by hand so the documented pattern is [`shared::symbol::pattern`], built from the
+/// rules [`Symbol::parse`] applies.
+impl utoipa::IntoParams for StockParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let symbol = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .pattern(Some(shared::symbol::pattern()));
+        vec![
+            ParameterBuilder::new()
+                .name("q")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .description(Some(format!(
+                    "Stock symbol as stooq spells it (case-insensitive): ASCII letters, digits \
+                     and `.` `^` `-` `_`, at most {} characters (surrounding whitespace is \
+                     ignored)",
+                    shared::symbol::MAX_SYMBOL_LEN
+                )))
+                .schema(Some(symbol))
+                .example(Some("aapl.us".into()))
+                .build(),
+        ]
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -41,10 +70,7 @@ pub struct StockResponse {
     summary = "Get a stock quote (and record it in the caller's history)",
     description = "Fetches the quote from the quote service and commits it to the caller's \
         history before answering, so a 200 is always found in `/api/v1/users/history`.",
-    params(
-        ("q" = String, Query, description = "Stock symbol as stooq spells it (case-insensitive): \
-            ASCII letters, digits and `.` `^` `-` `_`, at most 20 characters", example = "aapl.us"),
-    ),
+    params(StockParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The quote", body = StockResponse),

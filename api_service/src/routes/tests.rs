@@ -233,6 +233,142 @@ async fn malformed_login_bodies_get_envelopes_not_500() {
     );
 }
 
+// ---- JSON bodies: 400 unreadable, 422 wrong shape, always in our words ----
+
+/// The envelope's message, after checking the status and code; never axum's or serde's text.
+fn message_of(reply: &Reply, status: StatusCode, code: &str) -> String {
+    assert_envelope(reply, status, code);
+    let message = reply.body["error"]["message"].as_str().unwrap().to_owned();
+    // serde's and axum's phrasings.
+    for foreign in [
+        "Failed to",
+        "invalid type:",
+        "expected value",
+        "expected `",
+        "variant",
+        "at line",
+    ] {
+        assert!(!message.contains(foreign), "{message}");
+    }
+    message
+}
+
+#[tokio::test]
+async fn json_that_is_not_well_formed_is_400_in_our_words() {
+    let app = app().await;
+    for (body, says) in [
+        ("", "the request body is empty; send a JSON object"),
+        (
+            "{not json",
+            "the request body is not valid JSON (line 1, column 2)",
+        ),
+        (
+            r#"{"username":"alice","#,
+            "the request body ends in the middle of its JSON",
+        ),
+        (
+            r#"{"username":"alice","password":"x"} x"#,
+            "the request body is not valid JSON (line 1, column 37)",
+        ),
+    ] {
+        let reply = app.post("/api/v1/login", None, body).await;
+
+        assert_eq!(
+            message_of(&reply, StatusCode::BAD_REQUEST, "bad_request"),
+            says,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn well_formed_json_of_the_wrong_shape_is_422_naming_the_field() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    for (body, says) in [
+        (
+            r#"{"username":"carol","password":"long-enough","role":{}}"#,
+            r#"field `role` must be one of "user", "admin""#,
+        ),
+        (
+            r#"{"username":"carol","password":"long-enough","role":null}"#,
+            r#"field `role` must be one of "user", "admin""#,
+        ),
+        (
+            r#"{"username":5,"password":"long-enough","role":"user"}"#,
+            "field `username` must be a string, not a number",
+        ),
+        (
+            r#"{"username":"carol","role":"user"}"#,
+            "field `password` is required",
+        ),
+        (
+            r#"{"username":"carol","password":"long-enough","role":"user","username":"dave"}"#,
+            "field `username` is given more than once",
+        ),
+        (
+            r#"["carol","long-enough","user"]"#,
+            "the request body must be an object, not an array",
+        ),
+    ] {
+        let reply = app.post("/api/v1/users", Some(&admin), body).await;
+
+        assert_eq!(
+            message_of(
+                &reply,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed"
+            ),
+            says,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_sent_under_another_content_type_is_415() {
+    let app = app().await;
+    for content_type in [
+        "text/plain",
+        "application/jsonx",
+        "json",
+        "multipart/form-data",
+    ] {
+        let reply = app
+            .send(
+                Request::post("/api/v1/login")
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(r#"{"username":"alice","password":"x"}"#))
+                    .unwrap(),
+            )
+            .await;
+
+        message_of(
+            &reply,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    for json_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.api+json",
+    ] {
+        let reply = app
+            .send(
+                Request::post("/api/v1/login")
+                    .header(header::CONTENT_TYPE, json_type)
+                    .body(Body::from(
+                        r#"{"username":"alice","password":"alice-password"}"#,
+                    ))
+                    .unwrap(),
+            )
+            .await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{json_type}: {}", reply.body);
+    }
+}
+
 fn login_request(username: &str, password: &str) -> Request<Body> {
     Request::post("/api/v1/login")
         .header(header::CONTENT_TYPE, "application/json")

@@ -9,22 +9,50 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::store::{ChangeOutcome, Role, User, UserChange};
+use crate::users::{self, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, USERNAME_MAX_CHARS};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
-    /// 1-64 characters: ASCII letters, digits and `.` `_` `-` `@`.
-    #[schema(min_length = 1, max_length = 64, example = "bob")]
+    #[schema(schema_with = username_schema)]
     username: String,
-    /// 8-128 characters.
-    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128, example = "correct horse battery")]
+    #[schema(schema_with = password_schema)]
     password: SecretString,
     role: Role,
+}
+
+/// The rules [`users::validate_username`] applies, from its own constants.
+fn username_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "1-{USERNAME_MAX_CHARS} characters: ASCII letters, digits and `.` `_` `-` `@`."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(USERNAME_MAX_CHARS))
+        .pattern(Some(users::username_pattern()))
+        .examples(["bob"])
+        .build()
+}
+
+/// The rules [`users::validate_password`] applies, from its own constants.
+fn password_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
+        .description(Some(format!(
+            "{PASSWORD_MIN_CHARS}-{PASSWORD_MAX_CHARS} characters."
+        )))
+        .min_length(Some(PASSWORD_MIN_CHARS))
+        .max_length(Some(PASSWORD_MAX_CHARS))
+        .examples(["correct horse battery"])
+        .build()
 }
 
 /// A user as the API shows it: never the password hash.
@@ -78,7 +106,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let _ = admin;
-    let user = crate::users::create_user_with(
+    let user = users::create_user_with(
         state.store.as_ref(),
         &state.hasher,
         &body.username,

@@ -1,7 +1,7 @@
 //! A small JSON Schema validator for the subset utoipa emits into this API's document:
 //! `$ref` (local), `type` (one or several), `properties`, `required`, `items`, `enum`,
-//! `oneOf` / `anyOf` / `allOf`, `minimum` / `maximum`, `minLength` / `maxLength` and the
-//! `format`s `date-time`, `int32`, `int64`, `double`, `password`.
+//! `oneOf` / `anyOf` / `allOf`, `minimum` / `maximum`, `minLength` / `maxLength`, `pattern`
+//! (read by Rust's `regex`, whose syntax the document's patterns keep to) and the `format`s `date-time`, `int32`, `int64`, `double`, `password`.
 //!
 //! Two deliberate choices keep it honest:
 //! - a keyword it does not know is an error, never silently ignored, so a schema it cannot
@@ -175,6 +175,17 @@ fn check(document: &Value, schema: &Value, instance: &Value, at: &str, errors: &
                 };
                 if !ok {
                     errors.push(format!("{at}: length {length} breaks {keyword} {bound}"));
+                }
+            }
+            "pattern" => {
+                let Some(text) = instance.as_str() else {
+                    continue;
+                };
+                let pattern = value.as_str().expect("pattern is a string");
+                let regex = regex::Regex::new(pattern)
+                    .unwrap_or_else(|err| panic!("pattern at {at} does not compile: {err}"));
+                if !regex.is_match(text) {
+                    errors.push(format!("{at}: {text:?} does not match {pattern:?}"));
                 }
             }
             "format" => check_format(

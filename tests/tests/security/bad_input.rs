@@ -66,11 +66,10 @@ impl Case {
         self.status = vec![status];
         self
     }
-    /// A value of the wrong JSON type: 422, or 400 where serde reports it as a syntax error
-    /// (e.g. `null` for an enum).
-    fn wrong_shape(mut self) -> Self {
-        self.status = vec![400, 422];
-        self
+    /// Well-formed JSON of the wrong type: always 422, whatever the type (`null` or `{}`
+    /// for an enum included).
+    fn wrong_shape(self) -> Self {
+        self.status(422)
     }
     fn content_type(mut self, value: Option<&'static str>) -> Self {
         self.content_type = value;
