@@ -3,7 +3,10 @@
 //! single-flight, fast failure without consumers or queue, and timeouts.
 //!
 //! Every test uses its own randomly named queue. Without a reachable broker the tests print
-//! why and pass, except in CI (`CI=true`), where that is a failure.
+//! why and pass, except in CI (`CI=true`), where that is a failure. The reconnection test
+//! also needs `rabbitmqctl` (same rule) and finds the transport's connection by the
+//! `connection_name` it sets; a listing without it is always a failure. Tests wait for the
+//! event they need (a poll, a consumer, a delivery), never a fixed time.
 
 mod common;
 
@@ -164,8 +167,13 @@ async fn missing_queue_is_declared_and_calls_fail_fast_without_error_logs() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1));
-    // A few polls' worth.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen = t.polls();
+    wait_until(
+        "two more polls of the queue",
+        Duration::from_secs(5),
+        async || t.polls() >= seen + 2,
+    )
+    .await;
     assert!(t.is_connected());
     assert!(
         t.readiness_detail().contains("no quote worker"),
@@ -207,7 +215,13 @@ async fn differently_declared_queue_is_polled_passively() {
     assert_eq!(t.consumer_count(), 1);
     let quote = t.get_quote(&sym("s7"), "r").await.unwrap();
     assert_eq!(quote.close, 7.0);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen = t.polls();
+    wait_until(
+        "two more (passive) polls of the queue",
+        Duration::from_secs(5),
+        async || t.polls() >= seen + 2,
+    )
+    .await;
     let logged = errors.mentioning(&queue);
     assert!(
         logged.len() == 1 && logged[0].contains("PRECONDITION"),
@@ -274,11 +288,21 @@ async fn readiness_follows_the_consumer() {
     assert!(!t.is_ready());
 
     let responder = Responder::start(&queue, Mode::Echo { max_delay_ms: 0 }).await;
-    wait_until(|| t.is_ready(), Duration::from_secs(2)).await;
+    wait_until(
+        "the transport to see the consumer",
+        Duration::from_secs(2),
+        async || t.is_ready(),
+    )
+    .await;
     t.get_quote(&sym("s1"), "r").await.unwrap();
 
     responder.stop().await;
-    wait_until(|| !t.is_ready(), Duration::from_secs(2)).await;
+    wait_until(
+        "the transport to see the consumer gone",
+        Duration::from_secs(2),
+        async || !t.is_ready(),
+    )
+    .await;
     let started = Instant::now();
     assert!(matches!(
         t.get_quote(&sym("s1"), "r").await,
@@ -351,34 +375,61 @@ async fn queue_deleted_between_polls_is_reported_by_basic_return() {
     responder.stop().await;
 }
 
-/// Finds our connection in `rabbitmqctl list_connections` and closes it, as a broker
-/// restart or network failure would. `None` when rabbitmqctl is not usable here.
-fn close_connection_named(name: &str) -> Option<()> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
+/// Why the broker's connection list could not be read here (no rabbitmqctl, or no rights).
+struct NoRabbitmqctl(String);
+
+/// Closes the connection whose client properties carry `name` (the transport's
+/// `connection_name`), as a broker restart or network failure would. Err only when
+/// `rabbitmqctl` cannot be used here; a listing without our connection fails the test, since
+/// the transport promises operators its name in exactly that listing.
+fn close_connection_named(name: &str) -> Result<(), NoRabbitmqctl> {
+    // rabbitmqctl's table shows client properties as `{"connection_name","api_service …"}`.
+    let property = format!(r#"{{"connection_name","{name}"}}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let pid = loop {
+        let listing = rabbitmqctl(&[
             "list_connections",
             "--no-table-headers",
             "pid",
             "client_properties",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "rabbitmqctl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        ])?;
+        let ours = listing
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(_, properties)| properties.contains(&property));
+        if let Some((pid, _)) = ours {
+            break pid.to_owned();
+        }
+        // A connection is listed once its handshake is done; allow for a slow broker.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection with {property} in the broker's list:\n{listing}"
         );
-        return None;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let closed = rabbitmqctl(&["close_connection", &pid, "reconnection test"]);
+    if let Err(NoRabbitmqctl(why)) = closed {
+        panic!("the listing named our connection {pid}, but closing it failed: {why}");
     }
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let line = listing.lines().find(|l| l.contains(name))?;
-    let pid = line.split_whitespace().next()?;
-    let closed = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "close_connection", pid, "reconnection test"])
-        .status()
-        .ok()?;
-    closed.success().then_some(())
+    Ok(())
+}
+
+/// Runs `rabbitmqctl -q ARGS`; its stdout, or why it cannot be used here.
+fn rabbitmqctl(args: &[&str]) -> Result<String, NoRabbitmqctl> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .map_err(|e| NoRabbitmqctl(format!("cannot run rabbitmqctl: {e}")))?;
+    if !out.status.success() {
+        return Err(NoRabbitmqctl(format!(
+            "rabbitmqctl {} failed ({}): {}",
+            args[0],
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[tokio::test]
@@ -395,14 +446,22 @@ async fn lost_connection_fails_waiting_calls_at_once_and_reconnects() {
         let t = t.clone();
         tokio::spawn(async move { t.get_quote(&sym("s3"), "r").await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the call to reach the worker",
+        Duration::from_secs(5),
+        async || responder.seen.messages.load(Ordering::SeqCst) == 1,
+    )
+    .await;
     let name = t.connection_name().to_owned();
-    if tokio::task::spawn_blocking(move || close_connection_named(&name))
-        .await
-        .unwrap()
-        .is_none()
+    if let Err(NoRabbitmqctl(why)) =
+        tokio::task::spawn_blocking(move || close_connection_named(&name))
+            .await
+            .unwrap()
     {
-        eprintln!("SKIPPED: cannot close the connection with rabbitmqctl here");
+        if shared::config::running_in_ci() {
+            panic!("CI=true: this test must close a connection with rabbitmqctl: {why}");
+        }
+        eprintln!("SKIPPED: {why}");
         t.shutdown().await;
         responder.stop().await;
         delete(&admin, &queue).await;
@@ -417,7 +476,12 @@ async fn lost_connection_fails_waiting_calls_at_once_and_reconnects() {
         started.elapsed() < Duration::from_secs(2),
         "in-flight call must fail when the link dies, not at its timeout"
     );
-    wait_until(|| t.is_ready(), Duration::from_secs(10)).await;
+    wait_until(
+        "the transport to reconnect",
+        Duration::from_secs(10),
+        async || t.is_ready(),
+    )
+    .await;
     assert_eq!(t.get_quote(&sym("s4"), "r").await.unwrap().close, 4.0);
     t.shutdown().await;
     responder.stop().await;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,9 @@ use api_service::{Application, Settings, users};
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::{Mode, Responder, amqp_url, broker, declare, delete, quote_for, start, unique_queue};
+use common::{
+    Mode, Responder, amqp_url, broker, declare, delete, quote_for, start, unique_queue, wait_until,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::{ErrorCode, QuoteReply};
@@ -175,7 +178,12 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         let url = format!("{}/api/v1/stock?q=s9", app.base);
         tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the request to reach the worker",
+        Duration::from_secs(5),
+        async || responder.seen.messages.load(Ordering::SeqCst) == 1,
+    )
+    .await;
     let base = app.base.clone();
     app.stop().await;
     let reply = in_flight.await.unwrap().unwrap();
@@ -296,7 +304,12 @@ async fn http_peer() -> (String, Arc<Mutex<PeerLog>>, CancellationToken) {
 async fn http_transport_serves_quotes_and_forwards_headers() {
     let (url, log, peer_stop) = http_peer().await;
     let db = fresh_sqlite();
-    let mut settings = Settings::for_tests(db.url(), TestTransport::Http { base_url: url });
+    let mut settings = Settings::for_tests(
+        db.url(),
+        TestTransport::Http {
+            base_url: url.clone(),
+        },
+    );
     settings.rpc_timeout = Duration::from_millis(700);
     let app = start(settings, db).await;
     let token = app.login("alice").await;
@@ -331,7 +344,13 @@ async fn http_transport_serves_quotes_and_forwards_headers() {
     assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
 
     peer_stop.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let peer = url.trim_start_matches("http://").to_owned();
+    wait_until(
+        "the quote peer to stop listening",
+        Duration::from_secs(5),
+        async || tokio::net::TcpStream::connect(&peer).await.is_err(),
+    )
+    .await;
     let started = Instant::now();
     let down = app.get("/api/v1/stock?q=s6", Some(&token)).await;
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -1,9 +1,13 @@
 //! Starts and stops the stack under test from release binaries: fake_stooq, quote_service and
-//! api_service as child processes on free local ports, a fresh database, a unique queue name.
+//! api_service as child processes, a fresh database, a unique queue name.
 //!
-//! Every service logs (at `warn`) to a file in the run's work dir; when one dies or never gets
-//! ready, the error quotes the tail of its log.
+//! Each service binds port 0 and its start-up log line says which port it got: the harness
+//! reads the address from there, so no port is picked first and raced for.
+//!
+//! Every service logs (at `warn`, plus that start-up line, as JSON) to a file in the run's
+//! work dir; when one dies or never gets ready, the error quotes the tail of its log.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -104,6 +108,27 @@ impl Service {
         })
     }
 
+    /// The address the service says it bound (the `addr` field of its INFO start-up line in
+    /// JSON; see [`log_env`]), once it has said so.
+    async fn announced_addr(&mut self) -> Result<SocketAddr> {
+        let started = Instant::now();
+        loop {
+            self.ensure_running()?;
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = text.lines().find_map(announced_in) {
+                return Ok(addr);
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "{} did not log its address within {READY_TIMEOUT:?}; last log lines:\n{}",
+                    self.name,
+                    log_tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Fails (quoting the log) if the process has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -146,11 +171,22 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// A port the OS just handed out (tiny race until the service binds it; fine locally).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The bound address in one JSON log line, if it is the INFO line announcing it.
+fn announced_in(line: &str) -> Option<SocketAddr> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if event["level"] != "INFO" {
+        return None;
+    }
+    event["fields"]["addr"].as_str()?.parse().ok()
+}
+
+/// Logging for a service: warnings, plus INFO from `startup_target`, whose line carries the
+/// bound address; JSON so that line can be read reliably.
+fn log_env(startup_target: &str) -> [(String, String); 2] {
+    [
+        ("RUST_LOG".to_owned(), format!("warn,{startup_target}=info")),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+    ]
 }
 
 /// A user created for the run, with a token from a real login.
@@ -187,30 +223,26 @@ impl Stack {
             .build()?;
         let db = BenchDb::create(options.backend, &options.pg_base, work_dir).await?;
         let queue = format!("bench.quotes.{}", uuid::Uuid::new_v4().simple());
-        let (fake_port, quote_port, api_port) = (free_port()?, free_port()?, free_port()?);
-        let fake_url = format!("http://127.0.0.1:{fake_port}");
-        let quote_url = format!("http://127.0.0.1:{quote_port}");
-        let api_url = format!("http://127.0.0.1:{api_port}");
-        let log = ("RUST_LOG".to_owned(), "warn".to_owned());
         let kv = |k: &str, v: String| (k.to_owned(), v);
 
         let mut fake = Service::spawn(
             "fake_stooq",
             &bins.path("fake_stooq")?,
-            &["--addr", &format!("127.0.0.1:{fake_port}")],
-            std::slice::from_ref(&log),
+            &["--addr", "127.0.0.1:0"],
+            &log_env("fake_stooq"),
             work_dir,
         )?;
+        let fake_url = format!("http://{}", fake.announced_addr().await?);
         wait_ready(&http, &format!("{fake_url}/fake/stats"), &mut fake).await?;
 
         let mut env = vec![
-            log.clone(),
             kv("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
             kv("AMQP_URL", options.amqp_url.clone()),
             kv("QUOTE_QUEUE", queue.clone()),
-            kv("QUOTE_HTTP_ADDR", format!("127.0.0.1:{quote_port}")),
+            kv("QUOTE_HTTP_ADDR", "127.0.0.1:0".to_owned()),
             kv("STOOQ_URL", fake_url.clone()),
         ];
+        env.extend(log_env("quote_service::startup"));
         if let Some(ttl) = &options.cache_ttl {
             env.push(kv("CACHE_TTL", ttl.clone()));
         }
@@ -222,6 +254,7 @@ impl Stack {
             &env,
             work_dir,
         )?;
+        let quote_url = format!("http://{}", quote.announced_addr().await?);
         wait_ready(&http, &format!("{quote_url}/readyz"), &mut quote).await?;
 
         let jwt_secret = format!(
@@ -230,8 +263,7 @@ impl Stack {
             uuid::Uuid::new_v4().simple()
         );
         let mut api_env = vec![
-            log,
-            kv("API_ADDR", format!("127.0.0.1:{api_port}")),
+            kv("API_ADDR", "127.0.0.1:0".to_owned()),
             kv("DATABASE_URL", db.url.clone()),
             kv("JWT_SECRET", jwt_secret),
             kv("QUOTE_TRANSPORT", options.transport.as_env().to_owned()),
@@ -239,6 +271,7 @@ impl Stack {
             kv("AMQP_URL", options.amqp_url.clone()),
             kv("QUOTE_QUEUE", queue.clone()),
         ];
+        api_env.extend(log_env("api_service::startup"));
         api_env.extend(options.api_env.iter().cloned());
         let api_bin = bins.path("api_service")?;
         let migrated = Command::new(&api_bin)
@@ -254,6 +287,7 @@ impl Stack {
             );
         }
         let mut api = Service::spawn("api_service", &api_bin, &["serve"], &api_env, work_dir)?;
+        let api_url = format!("http://{}", api.announced_addr().await?);
         wait_ready(&http, &format!("{api_url}/readyz"), &mut api).await?;
 
         // Let start-up allocations settle before calling the footprint "idle".

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApp;
+use common::{TestApp, wait_until};
 use fake_stooq::{FakeStooq, Mode};
 use shared::{DEADLINE_HEADER, QuoteReply, REQUEST_ID_HEADER, contract::now_ms};
 
@@ -202,13 +202,20 @@ async fn readyz_is_200_with_http_transport() {
 #[tokio::test]
 async fn readyz_is_503_with_a_reason_while_rabbitmq_is_unreachable() {
     let fake = FakeStooq::start().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let (_refusing, broker) = common::refusing_addr();
     let mut settings = quote_service::Settings::for_tests(&fake.url());
-    settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f").into();
+    settings.amqp_url = format!("amqp://guest:guest@{broker}/%2f").into();
     let app = TestApp::spawn(settings).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        "a failed connection attempt",
+        Duration::from_secs(5),
+        async || {
+            app.readiness
+                .reason()
+                .is_some_and(|r| r.starts_with("not consuming from RabbitMQ:"))
+        },
+    )
+    .await;
 
     let response = app.get("/readyz").await;
 

@@ -11,7 +11,9 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::RpcClient;
@@ -32,29 +34,46 @@ const LONG_DEADLINE: Duration = Duration::from_secs(20);
 /// A worker process. Dropping it SIGKILLs and reaps it, so a failing test leaves no orphan.
 struct Worker {
     child: Child,
-    http_port: u16,
+    /// Where its `/metrics` is: the process binds port 0 and says which port it got.
+    http_addr: SocketAddr,
 }
 
 impl Worker {
-    /// Starts the `quote_service` binary against `fake` on `queue`, with `extra` env on top.
-    fn spawn(fake: &FakeStooq, queue: &str, extra: &[(&str, &str)]) -> Worker {
-        let http_port = free_port();
+    /// Starts the `quote_service` binary against `fake` on `queue`, with `extra` env on top,
+    /// and waits for it to announce its HTTP address.
+    async fn spawn(fake: &FakeStooq, queue: &str, extra: &[(&str, &str)]) -> Worker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_quote_service"));
         command
             .env("QUOTE_TRANSPORT", "amqp")
             .env("AMQP_URL", common::amqp_url())
             .env("QUOTE_QUEUE", queue)
-            .env("QUOTE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("QUOTE_HTTP_ADDR", "127.0.0.1:0")
             .env("STOOQ_URL", fake.url())
             .env_remove("STOOQ_API_KEY")
             .env("CACHE_TTL", "0")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
+            // Warnings, plus the start-up line that carries the bound address, as JSON.
+            .env("RUST_LOG", "warn,quote_service::startup=info")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
         for (key, value) in extra {
             command.env(key, value);
         }
-        let child = command.spawn().expect("the quote_service binary starts");
-        Worker { child, http_port }
+        let mut child = command.spawn().expect("the quote_service binary starts");
+        let announced = announced_addr(child.stdout.take().expect("piped stdout"));
+        let mut worker = Worker {
+            child,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        worker.http_addr = match tokio::time::timeout(START_LIMIT, announced).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => panic!(
+                "the worker's output ended without its address (exit: {:?})",
+                worker.child.try_wait()
+            ),
+            Err(_) => panic!("the worker did not announce its address within {START_LIMIT:?}"),
+        };
+        worker
     }
 
     fn pid(&self) -> u32 {
@@ -113,7 +132,7 @@ impl Worker {
 
     /// `quote_rpc_messages_total{outcome="expired"}` as the worker's `/metrics` reports it.
     async fn expired_count(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let url = format!("http://{}/metrics", self.http_addr);
         let text = reqwest::get(&url)
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -172,12 +191,25 @@ fn test_queue() -> String {
     format!("quotes.rpc.test.{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A loopback port free right now, so the test knows where the child's `/metrics` is.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// The address in the worker's JSON start-up line (`"fields":{"addr":…}`), read from its
+/// stdout on a thread that passes every line on to ours and drains the pipe to the end.
+fn announced_addr(stdout: ChildStdout) -> tokio::sync::oneshot::Receiver<SocketAddr> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("worker: {line}");
+            let addr = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|event| event["fields"]["addr"].as_str()?.parse().ok());
+            if let Some(addr) = addr
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx
 }
 
 /// Consumers on `queue`. Declares it exactly as the worker does (durable, no arguments), which
@@ -280,7 +312,7 @@ async fn sigkill_mid_load_loses_no_request_and_never_fetches_expired_ones() {
     let queue = test_queue();
     let _cleanup = QueueCleanup(queue.clone());
     let mut client = RpcClient::connect().await;
-    let mut first = Worker::spawn(&fake, &queue, &[]);
+    let mut first = Worker::spawn(&fake, &queue, &[]).await;
     first.wait_consuming(&client, &queue).await;
     let long: Vec<String> = (0..20).map(|i| format!("long{i}.us")).collect();
     let short: Vec<String> = (0..5).map(|i| format!("short{i}.us")).collect();
@@ -309,7 +341,7 @@ async fn sigkill_mid_load_loses_no_request_and_never_fetches_expired_ones() {
     let wait = short_expired_at.saturating_duration_since(Instant::now());
     linger(&mut client, &mut before, wait).await;
     let short_hits_at_restart: Vec<u64> = short.iter().map(|s| fake.symbol_hits(s)).collect();
-    let mut second = Worker::spawn(&fake, &queue, &[]);
+    let mut second = Worker::spawn(&fake, &queue, &[]).await;
     second.wait_consuming(&client, &queue).await;
     let mut after = Tally::new();
     let all_answered = collect(
@@ -408,7 +440,8 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
         &fake,
         &queue,
         &[("SHUTDOWN_GRACE", "5s"), ("WORKER_CONCURRENCY", "4")],
-    );
+    )
+    .await;
     first.wait_consuming(&client, &queue).await;
     let symbols: Vec<String> = (0..20).map(|i| format!("term{i}.us")).collect();
 
@@ -439,7 +472,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         queued = client.ready_count(&queue).await;
     }
-    let mut second = Worker::spawn(&fake, &queue, &[]);
+    let mut second = Worker::spawn(&fake, &queue, &[]).await;
     second.wait_consuming(&client, &queue).await;
     let mut by_second = Tally::new();
     collect(

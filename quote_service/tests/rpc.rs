@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RpcClient, TestApp};
+use common::{RpcClient, TestApp, wait_until};
 use fake_stooq::FakeStooq;
 use lapin::BasicProperties;
 use quote_service::rpc_server::answer;
@@ -377,7 +377,11 @@ async fn rpc_metrics_count_messages_by_outcome() {
 
     client.send(&app.queue, &request("aapl.us"), "m-1").await;
     client.next_reply(REPLY_WAIT).await.expect("a reply");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Counted once the message is acked, just after the reply went out.
+    wait_until("the message to be counted", REPLY_WAIT, async || {
+        app.rpc_messages("ok") == 1
+    })
+    .await;
 
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
@@ -416,11 +420,15 @@ async fn stopped_worker_leaves_new_requests_in_the_queue() {
     let client = RpcClient::connect().await;
 
     app.stop().await;
+    // The broker's word that nothing consumes the queue: the message cannot be taken.
+    assert_eq!(client.consumer_count(&queue).await, 0);
     client.send(&queue, &request("aapl.us"), "orphan-1").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
+    wait_until("the request to wait in the queue", REPLY_WAIT, async || {
+        client.ready_count(&queue).await == 1
+    })
+    .await;
     assert!(!readiness.is_ready());
-    assert_eq!(client.ready_count(&queue).await, 1);
     assert_eq!(fake.hits(), 0);
     client.delete_queue(&queue).await;
 }
@@ -436,7 +444,10 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let mut client = RpcClient::connect().await;
 
     client.send(&queue, &request("aapl.us"), "inflight-1").await;
-    tokio::time::sleep(Duration::from_millis(150)).await; // picked up, fetch under way
+    wait_until("the fetch to be under way", REPLY_WAIT, async || {
+        fake.hits() == 1
+    })
+    .await;
     app.stop().await;
     let received = client.next_reply(REPLY_WAIT).await;
 
@@ -485,7 +496,13 @@ async fn reply_to_a_vanished_direct_reply_to_caller_does_not_break_the_worker() 
         .await
         .unwrap();
     gone.connection.close(200, "bye".into()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await; // the worker replies into the void
+    // The worker replies into the void (or fails to): either way it has handled the message.
+    wait_until(
+        "the worker to handle the orphaned request",
+        REPLY_WAIT,
+        async || app.rpc_messages("ok") + app.rpc_messages("publish_failed") >= 1,
+    )
+    .await;
     let mut client = RpcClient::connect().await;
 
     client

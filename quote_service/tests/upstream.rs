@@ -252,10 +252,8 @@ async fn missing_api_key_is_reported_as_such() {
 
 #[tokio::test]
 async fn errors_never_contain_the_api_key_or_url() {
-    // Nothing listens on this port once the listener is dropped: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_refusing, addr) = common::refusing_addr();
+    let url = format!("http://{addr}");
     let mut settings = quote_service::Settings::for_http_tests(&url);
     settings.stooq_api_key = Some("sup3rs3cret".into());
     settings.stooq_max_retries = 1;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod broker_user;
 pub mod faults;
 pub mod ledger;
 pub mod load;
@@ -177,16 +178,18 @@ impl StackBuilder {
             None
         };
 
+        // Over HTTP without a quote service, the API is pointed at a port that refuses.
+        let refusing = (self.transport == Transport::Http && quote.is_none()).then(refusing_addr);
         let transport = match self.transport {
             Transport::Amqp => TestTransport::Amqp {
                 url: AMQP_URL.into(),
                 queue: queue.clone(),
             },
             Transport::Http => TestTransport::Http {
-                base_url: match &quote {
-                    Some(q) => format!("http://127.0.0.1:{}", q.port),
-                    // A port nothing listens on: the quote service is "down".
-                    None => format!("http://127.0.0.1:{}", unused_port().await),
+                base_url: match (&quote, &refusing) {
+                    (Some(q), _) => format!("http://127.0.0.1:{}", q.port),
+                    (None, Some((_, addr))) => format!("http://{addr}"),
+                    (None, None) => unreachable!("a refusing address is made for this case"),
                 },
             },
         };
@@ -222,6 +225,7 @@ impl StackBuilder {
             api_settings: settings,
             backend: self.backend,
             _db: db,
+            _refusing: refusing.map(|(socket, _)| socket),
         };
         if test_app.quote.is_some() {
             test_app.wait_until_ready().await;
@@ -230,9 +234,16 @@ impl StackBuilder {
     }
 }
 
-async fn unused_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback address that refuses connections for as long as the returned socket lives:
+/// bound (so nothing else can take the port) but never listening. Binding a listener and
+/// dropping it would free the port for anyone, a race with every other test.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a loopback port");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr)
 }
 
 /// A quote_service running in this process.
@@ -279,6 +290,8 @@ pub struct TestApp {
     /// What the API was started with (reused to start more instances beside it).
     api_settings: api_service::settings::Settings,
     _db: TestDatabase,
+    /// Keeps the "quote service down" port of an HTTP stack without one taken.
+    _refusing: Option<tokio::net::TcpSocket>,
 }
 
 /// One more api_service instance beside a [`TestApp`]'s: same database, same quote
@@ -308,15 +321,23 @@ impl TestApp {
     /// Polls `/readyz` until the API reports both the database and the quote transport
     /// ready (the worker consuming, seen by the API's consumer-count check).
     pub async fn wait_until_ready(&self) {
+        self.wait_for_readiness(StatusCode::OK).await;
+    }
+
+    /// Polls `/readyz` until it answers `want` (e.g. 503 once the API has noticed that the
+    /// worker is gone); fails the test after 15 s. Returns the body of that answer.
+    pub async fn wait_for_readiness(&self, want: StatusCode) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let status = self.get("/readyz").await.status();
-            if status == StatusCode::OK {
-                return;
+            let response = self.get("/readyz").await;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            if status == want {
+                return body;
             }
             assert!(
                 Instant::now() < deadline,
-                "stack not ready after 15 s (last {status})"
+                "/readyz not {want} after 15 s (last {status}: {body})"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

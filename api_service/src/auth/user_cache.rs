@@ -9,7 +9,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (the real one in production) lets the tests pause and advance time.
+use tokio::time::Instant;
 
 use crate::store::{Role, Store, StoreError, User};
 
@@ -143,16 +146,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_expire_after_ttl() {
-        let cache = UserCache::new(Duration::from_millis(50));
+    const TTL: Duration = Duration::from_secs(2);
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_are_answered_until_the_ttl_is_up() {
+        let cache = UserCache::new(TTL);
         cache.insert(1, Some(admin()));
         cache.insert(2, None);
+
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+
         assert_eq!(cache.get(1), Some(Some(admin())));
-        assert_eq!(cache.get(2), Some(None));
-        assert_eq!(cache.get(3), None);
-        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(2), Some(None), "known not to exist");
+        assert_eq!(cache.get(3), None, "never asked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_the_ttl() {
+        let cache = UserCache::new(TTL);
+        cache.insert(1, Some(admin()));
+        cache.insert(2, None);
+
+        tokio::time::advance(TTL).await;
+
         assert_eq!(cache.get(1), None);
+        assert_eq!(cache.get(2), None);
     }
 
     #[test]

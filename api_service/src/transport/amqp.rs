@@ -26,7 +26,7 @@
 //! right when this module owns the whole life cycle.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ struct Shared {
     link: RwLock<Option<Arc<Link>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     consumers: AtomicU32,
+    /// Polls that updated the queue state (lets tests wait for the next one, not sleep).
+    polls: AtomicU64,
     queue_state: Mutex<QueueState>,
     last_error: Mutex<String>,
     shutdown: CancellationToken,
@@ -109,6 +111,7 @@ impl AmqpTransport {
             link: RwLock::new(None),
             pending: Mutex::new(HashMap::new()),
             consumers: AtomicU32::new(0),
+            polls: AtomicU64::new(0),
             queue_state: Mutex::new(QueueState::Unknown),
             last_error: Mutex::new("not connected yet".into()),
             shutdown: CancellationToken::new(),
@@ -125,6 +128,12 @@ impl AmqpTransport {
     /// Consumers on the request queue at the last poll (0 while disconnected).
     pub fn consumer_count(&self) -> u32 {
         self.shared.consumers.load(Ordering::Relaxed)
+    }
+
+    /// Polls that updated the queue state since start (for tests: a test that must see what
+    /// the next polls do waits for this to grow rather than sleeping a few intervals).
+    pub fn polls(&self) -> u64 {
+        self.shared.polls.load(Ordering::Relaxed)
     }
 
     /// Waiting calls (for tests: entries must not leak after timeouts).
@@ -422,6 +431,7 @@ async fn watch(
             }
             Err(_) => return "broker stopped answering".into(),
         }
+        shared.polls.fetch_add(1, Ordering::Relaxed);
         if let Some(tx) = first_attempt.take() {
             let _ = tx.send(());
         }

@@ -213,14 +213,17 @@ pub fn sym(s: &str) -> Symbol {
     Symbol::parse(s).unwrap()
 }
 
-pub async fn wait_until(cond: impl Fn() -> bool, within: Duration) {
-    let deadline = std::time::Instant::now() + within;
-    while !cond() {
+/// Polls `check` every 20 ms until it holds, so a test waits for the event it needs (a
+/// poll, a consumer, a message seen) instead of sleeping and hoping; fails the test, naming
+/// `what`, if it does not hold within `within`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
         assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within {within:?}"
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}, in vain"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

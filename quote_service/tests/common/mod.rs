@@ -146,6 +146,16 @@ impl TestApp {
         self.readiness.is_ready() == want
     }
 
+    /// `quote_rpc_messages_total{outcome}` as `/metrics` would show it (0 before the first).
+    pub fn rpc_messages(&self, outcome: &str) -> u64 {
+        let prefix = format!(r#"quote_rpc_messages_total{{outcome="{outcome}"}} "#);
+        self.metrics
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.trim().parse().expect("a counter value"))
+    }
+
     /// Graceful stop; returns once `run_until_stopped` has.
     pub async fn stop(self) {
         self.token.cancel();
@@ -274,6 +284,22 @@ impl RpcClient {
         })
     }
 
+    /// Consumers the broker has on `queue` right now.
+    pub async fn consumer_count(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists")
+            .consumer_count()
+    }
+
     /// Messages ready in `queue` (not counting unacked ones).
     pub async fn ready_count(&self, queue: &str) -> u32 {
         self.channel
@@ -295,6 +321,32 @@ impl RpcClient {
             .channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await;
+    }
+}
+
+/// A loopback address that refuses connections for as long as the returned socket lives:
+/// bound (so nothing else can take the port) but never listening. Binding a listener and
+/// dropping it would free the port for anyone, a race with every other test.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a loopback port");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr)
+}
+
+/// Polls `check` every 20 ms until it holds, so a test waits for the event it needs (a
+/// fetch under way, a counter moved) instead of sleeping and hoping; fails the test, naming
+/// `what`, if it does not hold within `within`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}, in vain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -63,7 +63,9 @@ async fn a_worker_that_stopped_leaves_a_queue_without_consumers_503_fast() {
 
     // The durable queue stays; only its consumer goes away.
     app.stop_quote_service().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The API notices at its next poll of the queue's consumers.
+    app.wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE)
+        .await;
     let started = Instant::now();
     let response = app.stock(&token, "msft.us").await;
 
@@ -181,7 +183,15 @@ async fn readiness_fails_without_a_quote_worker() {
     let Some(app) = stack().without_quote_service().spawn().await else {
         return;
     };
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Not ready before the first poll of the queue, too: wait until the API has looked.
+    let looked = tests::load::wait_until(Duration::from_secs(10), || async {
+        let body: Value = app.get("/readyz").await.json().await.unwrap();
+        body["checks"]["quote_transport"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no quote worker"))
+    })
+    .await;
+    assert!(looked.is_some(), "the API never saw the idle queue");
 
     let response = app.get("/readyz").await;
 

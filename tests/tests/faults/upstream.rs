@@ -221,7 +221,9 @@ async fn load_on_a_dead_feed(app: &TestApp, clients: &[Client], ledger: &Ledger)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() {
     const THRESHOLD: u32 = 3;
-    const COOLDOWN: Duration = Duration::from_secs(1);
+    // Well beyond the 1.5 s of load, so the circuit that opened early in it is certainly still
+    // open when the test asks right after: no trial can land in between on a slow machine.
+    const COOLDOWN: Duration = Duration::from_secs(5);
     let Some(app) = stack()
         .quote_settings(|s| {
             s.stooq_breaker_threshold = THRESHOLD;
@@ -243,8 +245,11 @@ async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() 
     let ledger = Ledger::new();
 
     let (calls, hits) = load_on_a_dead_feed(&app, &clients, &ledger).await;
-    // Still within the cooldown: the open circuit answers, naming the feed's last failure.
+    // Still within the cooldown: the open circuit answers, naming the feed's last failure,
+    // without a request to the feed.
+    let hits_before_answer = app.stooq.hits();
     let (status, body) = answer(&app, &clients[0].token, "aapl.us").await;
+    let hits_for_answer = app.stooq.hits() - hits_before_answer;
     let other_clients = Client::many(&unprotected, "client", crate::CLIENTS).await;
     let (calls_without, hits_without) =
         load_on_a_dead_feed(&unprotected, &other_clients, &Ledger::new()).await;
@@ -281,6 +286,10 @@ async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() 
         .count();
     assert!(fast * 10 >= calls * 8, "most fail fast: {fast} of {calls}");
     assert_eq!(status, 502);
+    assert_eq!(
+        hits_for_answer, 0,
+        "the open circuit does not call the feed"
+    );
     assert_eq!(body["error"]["code"], "upstream_unavailable");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
@@ -288,9 +297,11 @@ async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() 
         "the open circuit says so, with the feed's last failure: {message}"
     );
 
-    // The feed recovers: within a cooldown one trial request closes the circuit again.
+    // The feed recovers: within a cooldown one trial request closes the circuit again; the
+    // calls before it are refused without calling the feed.
     app.stooq.set_mode(Mode::Normal);
-    let recovered = tests::load::wait_until(COOLDOWN * 3, || async {
+    let hits_before_recovery = app.stooq.hits();
+    let recovered = tests::load::wait_until(COOLDOWN + Duration::from_secs(5), || async {
         ledger
             .stock(&app.client, &app.address, &clients[0], "aapl.us")
             .await
@@ -299,9 +310,10 @@ async fn a_failing_upstream_trips_the_breaker_instead_of_multiplying_the_load() 
     })
     .await;
     let recovered = recovered.expect("served again after the cooldown");
-    assert!(
-        recovered <= COOLDOWN + Duration::from_millis(500),
-        "{recovered:?}"
+    assert_eq!(
+        app.stooq.hits() - hits_before_recovery,
+        1,
+        "one trial request closed the circuit (after {recovered:?})"
     );
     ledger.assert_consistent(app.store.as_ref()).await;
 }
