@@ -517,8 +517,9 @@ async fn concurrent_record_quote_loses_nothing(store: Arc<dyn Store>) {
         task.await.unwrap().unwrap();
     }
     let mut names = HashSet::new();
-    let mut ids = HashSet::new();
     for u in &users {
+        // Positions are per user (PostgreSQL numbers each user's history on its own).
+        let mut ids = HashSet::new();
         let rows = all_history(&store, u.id).await;
         assert_eq!(
             rows.len(),
@@ -526,7 +527,7 @@ async fn concurrent_record_quote_loses_nothing(store: Arc<dyn Store>) {
             "every committed row is visible"
         );
         for row in rows {
-            assert!(ids.insert(row.id), "ids unique");
+            assert!(ids.insert(row.id), "positions unique within a user");
             assert!(names.insert(row.name), "no duplicate writes");
         }
     }
@@ -1055,4 +1056,69 @@ async fn postgres_outage_is_unavailable_and_recovers() {
     );
     store.close().await;
     proxy.stop().await;
+}
+
+/// Two instances' writers on one PostgreSQL database, one of them slow to commit: a client
+/// that paged past the slow row's position must still find it. Forced with a trigger that
+/// holds the slow row's transaction open (after its insert, before its commit) while the other
+/// instance writes and the client reads its first page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_paging_is_exact_while_a_writer_commits_late() {
+    use std::time::Duration;
+
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    // Arrange: two instances, one user with one row, and a trigger that stalls SLOW.US.
+    let (first, second) = (open(&db).await, open(&db).await);
+    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.symbol = 'SLOW.US' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER stall AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall();",
+    )
+    .execute(raw.pool())
+    .await
+    .unwrap();
+    let u = first.create_user(user("pager")).await.unwrap();
+    first.record_quote(u.id, quote("OLD.US", 0)).await.unwrap();
+
+    // Act: the slow write starts, the fast one follows on the other instance, and a client
+    // reads its first page while the slow one has not committed.
+    let slow = tokio::spawn({
+        let first = first.clone();
+        async move { first.record_quote(u.id, quote("SLOW.US", 1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fast = tokio::spawn({
+        let second = second.clone();
+        async move { second.record_quote(u.id, quote("FAST.US", 2)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page1 = first.history_page(u.id, None, 2).await.unwrap();
+    slow.await.unwrap().unwrap();
+    fast.await.unwrap().unwrap();
+    let cursor = page1.last().map(|e| e.id);
+    let page2 = first.history_page(u.id, cursor, 100).await.unwrap();
+
+    // Assert: every row ranked at or below the first page's newest was served by the pages.
+    let all = all_history(&first, u.id).await;
+    let top = page1
+        .first()
+        .expect("the first page has OLD.US at least")
+        .id;
+    let expected: Vec<&str> = all
+        .iter()
+        .filter(|e| e.id <= top)
+        .map(|e| e.symbol.as_str())
+        .collect();
+    let served: Vec<&str> = page1
+        .iter()
+        .chain(&page2)
+        .map(|e| e.symbol.as_str())
+        .collect();
+    assert_eq!(served, expected, "all rows: {all:?}");
+    let order: Vec<&str> = all.iter().map(|e| e.symbol.as_str()).collect();
+    assert_eq!(order, ["FAST.US", "SLOW.US", "OLD.US"], "commit order");
+    raw.pool().close().await;
 }

@@ -36,6 +36,11 @@ const POSTGRES: &[Script] = &[
         "revocation",
         include_str!("../../migrations/postgres/0002_revocation.sql"),
     ),
+    (
+        3,
+        "history positions",
+        include_str!("../../migrations/postgres/0003_history_positions.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {

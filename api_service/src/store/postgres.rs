@@ -82,14 +82,61 @@ fn history_from_row(row: &PgRow) -> Result<HistoryEntry, sqlx::Error> {
     })
 }
 
-/// Inserts the rows (in order, so ids follow the slice) and adds their counts to the counters
+/// Each row's position in its user's history (`history.seq`), in slice order.
+///
+/// Positions come from `users.history_seq`, bumped under the user's row lock, which `tx` holds
+/// until it commits: a later batch for the same user (from any instance) waits, so a user's
+/// positions commit in order and a cursor can never pass a row that commits later. Users are
+/// locked in id order, the same in every batch, so two batches cannot deadlock on them.
+async fn assign_positions(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(i64, &NewHistoryEntry)],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
+    for (user_id, _) in rows {
+        *per_user.entry(*user_id).or_default() += 1;
+    }
+    let (ids, counts): (Vec<i64>, Vec<i64>) = per_user.iter().map(|(u, n)| (*u, *n)).unzip();
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    let bumped: Vec<(i64, i64)> = sqlx::query_as(
+        "UPDATE users u SET history_seq = u.history_seq + c.n \
+         FROM UNNEST($1::int8[], $2::int8[]) AS c(id, n) \
+         WHERE u.id = c.id RETURNING u.id, u.history_seq",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The first free position per user: the new counter minus what this batch takes.
+    let mut next: BTreeMap<i64, i64> = bumped
+        .into_iter()
+        .map(|(id, last)| (id, last - per_user[&id] + 1))
+        .collect();
+    rows.iter()
+        .map(|(user_id, _)| {
+            // A user deleted meanwhile: no position, and the row fails (alone, on retry).
+            let position = next.get_mut(user_id).ok_or(sqlx::Error::RowNotFound)?;
+            *position += 1;
+            Ok(*position - 1)
+        })
+        .collect()
+}
+
+/// Inserts the rows (in order) with their positions and adds their counts to the counters
 /// inside `tx`.
 async fn insert_rows(
     tx: &mut sqlx::PgConnection,
     rows: &[(i64, &NewHistoryEntry)],
 ) -> Result<(), sqlx::Error> {
+    let positions = assign_positions(tx, rows).await?;
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for (chunk, positions) in rows
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(positions.chunks(ROWS_PER_STATEMENT))
+    {
         let len = chunk.len();
         let mut user_ids = Vec::with_capacity(len);
         let mut requested_at: Vec<DateTime<Utc>> = Vec::with_capacity(len);
@@ -112,14 +159,13 @@ async fn insert_rows(
             low.push(entry.low);
             close.push(entry.close);
         }
-        // WITH ORDINALITY + ORDER BY keeps the identity ids in slice order.
         sqlx::query(
-            "INSERT INTO history (user_id, requested_at, symbol, name, open, high, low, close) \
-             SELECT user_id, requested_at, symbol, name, open, high, low, close \
+            "INSERT INTO history \
+                 (user_id, seq, requested_at, symbol, name, open, high, low, close) \
+             SELECT user_id, seq, requested_at, symbol, name, open, high, low, close \
              FROM UNNEST($1::int8[], $2::timestamptz[], $3::text[], $4::text[], \
-                         $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
-                  WITH ORDINALITY AS r(user_id, requested_at, symbol, name, open, high, low, close, n) \
-             ORDER BY n",
+                         $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::int8[]) \
+                  AS r(user_id, requested_at, symbol, name, open, high, low, close, seq)",
         )
         .bind(&user_ids)
         .bind(&requested_at)
@@ -129,6 +175,7 @@ async fn insert_rows(
         .bind(&high)
         .bind(&low)
         .bind(&close)
+        .bind(positions)
         .execute(&mut *tx)
         .await?;
     }
@@ -366,9 +413,10 @@ impl Store for PostgresStore {
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         // A missing cursor is "before the end of time": one query shape, one index range scan
         // (an `$2 IS NULL OR` form would defeat the index in a generic plan).
+        // Positions, not identity ids: see `assign_positions`.
         let rows = sqlx::query(
-            "SELECT id, requested_at, symbol, name, open, high, low, close FROM history \
-             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            "SELECT seq AS id, requested_at, symbol, name, open, high, low, close FROM history \
+             WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(user_id)
         .bind(before.unwrap_or(i64::MAX))
