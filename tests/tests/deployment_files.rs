@@ -1713,7 +1713,7 @@ impl Deployment {
                     } else {
                         format!("{workdir}/{path}")
                     };
-                    Some(path.rsplit_once('/').map(|(dir, _)| dir.to_owned())?)
+                    path.rsplit_once('/').map(|(dir, _)| dir.to_owned())
                 });
                 let mut mounts = Vec::new();
                 for volume in &service.volumes {
@@ -1779,17 +1779,17 @@ impl Deployment {
                 let at = format!("{}: service {}", file.file, service.name);
                 let command = test.get(1..).unwrap_or_default().join(" ");
                 match service.image.as_deref() {
-                    Some("rabbitmq") => {
+                    Some("rabbitmq")
                         if !(command.contains("check_running")
-                            && command.contains("check_port_connectivity"))
-                        {
-                            problems.push(format!(
-                                "{at}: healthcheck {command:?} can pass while the node still \
-                                 boots; dependants need `rabbitmq-diagnostics -q check_running` \
-                                 and `check_port_connectivity`"
-                            ));
-                        }
+                            && command.contains("check_port_connectivity")) =>
+                    {
+                        problems.push(format!(
+                            "{at}: healthcheck {command:?} can pass while the node still \
+                             boots; dependants need `rabbitmq-diagnostics -q check_running` \
+                             and `check_port_connectivity`"
+                        ));
                     }
+                    Some("rabbitmq") => {}
                     Some("postgres") => {
                         let words: Vec<&str> = command.split_whitespace().collect();
                         let over_tcp = words

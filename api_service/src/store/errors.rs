@@ -110,8 +110,9 @@ pub(super) fn postgres_endpoint(options: &sqlx::postgres::PgConnectOptions) -> S
     if let Some(socket) = options.get_socket() {
         return format!("socket {}", socket.display());
     }
+    // sqlx keeps the brackets of a URL's IPv6 host; a host given otherwise may lack them.
     let host = options.get_host();
-    if host.contains(':') {
+    if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{}", options.get_port())
     } else {
         format!("{host}:{}", options.get_port())
