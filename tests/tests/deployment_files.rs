@@ -760,7 +760,7 @@ impl Dockerfile {
         })
     }
 
-    /// Binaries the builder compiles and copies out of `target/release`.
+    /// Binaries the builder compiles and copies out of `target/<profile>`.
     fn built_binaries(&self, code: &Code) -> BTreeSet<String> {
         let Some(builder) = self.builder() else {
             return BTreeSet::new();
