@@ -17,15 +17,16 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 # The slim image already has gcc and libc headers, enough for the C in aws-lc-sys and the
-# bundled SQLite; TLS is rustls, so no OpenSSL headers are needed.
+# bundled SQLite; TLS is rustls, so no OpenSSL headers are needed. The `dist` profile
+# (Cargo.toml) is the release build with its line tables stripped.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
+    cargo build --profile dist --locked \
         --bin api_service --bin quote_service --bin fake_stooq \
  && mkdir -p /out \
- && cp target/release/api_service target/release/quote_service target/release/fake_stooq /out/
+ && cp target/dist/api_service target/dist/quote_service target/dist/fake_stooq /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim AS base
 # ca-certificates: HTTPS to stooq.com. curl: container healthchecks (`curl -fsS .../healthz`).
@@ -44,9 +45,12 @@ RUN groupadd --system --gid 10001 app \
  && chown app:app /data /run/quote-secrets \
  && chmod 0700 /run/quote-secrets
 COPY --from=builder /out/ /usr/local/bin/
-# /data holds the SQLite database when DATABASE_URL is left at sqlite://api_service.db.
+# /data holds the SQLite database when DATABASE_URL is left at sqlite://api_service.db. No
+# VOLUME here: it would give every container (the one-shot ones too, and every one on
+# PostgreSQL) an anonymous volume that `docker compose down` leaves behind. Storage is
+# declared where SQLite is used: `docker run -v stock-quotes-data:/data ...`, or a named
+# volume in compose.
 WORKDIR /data
-VOLUME ["/data"]
 USER app:app
 ENV RUST_LOG=info
 # 8000 api_service, 8001 quote_service, 8002 fake_stooq.

@@ -1,10 +1,11 @@
 //! Command line: `serve` (default), `migrate`, and user management for operators.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use crate::settings::{LOGGING_ENV_VARS, LOGGING_HELP, Settings};
 use crate::store::{self, Role};
@@ -40,8 +41,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Create a user. The password is prompted for on a terminal (it is echoed: run where
-    /// nobody watches), or read as one line from stdin with --password-stdin.
+    /// Create a user. The password is prompted for twice on a terminal (not echoed), or read
+    /// as the first line of stdin when stdin is not a terminal or with --password-stdin.
     Create {
         #[arg(long)]
         username: String,
@@ -144,21 +145,22 @@ async fn users_command(settings: &Settings, command: UsersCommand) -> anyhow::Re
 
 fn read_password(from_stdin: bool) -> anyhow::Result<SecretString> {
     let stdin = std::io::stdin();
-    let interactive = !from_stdin && stdin.is_terminal();
-    let read_line = |prompt: &str| -> anyhow::Result<String> {
-        if interactive {
-            eprint!("{prompt}");
-            std::io::stderr().flush()?;
-        }
-        let mut line = String::new();
+    if from_stdin || !stdin.is_terminal() {
+        // Scripts and pipes: the first line of stdin, no prompt.
+        let mut line = Zeroizing::new(String::new());
         stdin.lock().read_line(&mut line)?;
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-    };
-    let password = read_line("Password (visible as you type): ")?;
-    if interactive {
-        let again = read_line("Repeat password: ")?;
-        anyhow::ensure!(again == password, "passwords do not match");
+        let password = line.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "empty password");
+        return Ok(SecretString::from(password.to_owned()));
     }
+    // A person at a terminal: typed without echo (rpassword talks to the terminal itself),
+    // twice, so a typo does not become the password.
+    let password =
+        Zeroizing::new(rpassword::prompt_password("Password: ").context("reading the password")?);
+    let again = Zeroizing::new(
+        rpassword::prompt_password("Repeat password: ").context("reading the password")?,
+    );
+    anyhow::ensure!(*again == *password, "passwords do not match");
     anyhow::ensure!(!password.is_empty(), "empty password");
-    Ok(SecretString::from(password))
+    Ok(SecretString::from(password.as_str().to_owned()))
 }

@@ -189,7 +189,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = match &self {
             ApiError::Internal(err) => {
-                tracing::error!(error = format!("{err:#}"), "internal error");
+                // Each cause once: sqlx errors print their cause and return it as source too.
+                let error = shared::error_chain::report(err.as_ref());
+                tracing::error!(error, "internal error");
                 "internal error".to_owned()
             }
             ApiError::Unavailable {

@@ -9,8 +9,10 @@ async fn main() -> ExitCode {
     match api_service::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line with the whole cause chain; operators need the reason, not a backtrace.
-            tracing::error!(error = format!("{err:#}"), "api_service failed");
+            // One line with the whole cause chain, each cause once; operators need the reason,
+            // not a backtrace.
+            let error = shared::error_chain::report(err.as_ref());
+            tracing::error!(error, "api_service failed");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,6 @@
 //! A fake stooq quote feed the project owns, for tests, demos and benchmarks (the real one is
 //! rate-limited, needs a key and is unreachable from CI). It serves `/q/l/` byte-for-byte like
-//! stooq (see `shared/stooq.md`), can be switched into every failure mode the real feed shows,
+//! stooq (see `docs/stooq-feed.md`), can be switched into every failure mode the real feed shows,
 //! and counts what it was asked so tests can prove caching, coalescing and batching.
 //!
 //! ```no_run

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One way stooq answers `/q/l/`. Every non-`Normal` mode is something the real feed has been
-/// seen doing (see `shared/stooq.md`), so the quote service can be tested against each.
+/// seen doing (see `docs/stooq-feed.md`), so the quote service can be tested against each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// The CSV feed: one header, one row per requested symbol.

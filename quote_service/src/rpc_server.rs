@@ -244,12 +244,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut pause = RECONNECT_FIRST;
+    // `host:port` only: the URL holds the password.
+    let broker = shared::endpoint::of_url(config.amqp_url.expose_secret());
     while !shutdown.is_cancelled() {
         match consume(&config, &ctx, &readiness, &shutdown, &mut pause).await {
             Ok(()) => break,
             Err(e) => {
-                readiness.set_not_ready(format!("not consuming from RabbitMQ: {e}"));
-                tracing::warn!(error = %e, retry_in = ?pause, "RabbitMQ consumer down; reconnecting");
+                let error = shared::error_chain::report(&e);
+                readiness
+                    .set_not_ready(format!("not consuming from RabbitMQ at {broker}: {error}"));
+                tracing::warn!(%broker, error, retry_in = ?pause, "RabbitMQ consumer down; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(pause) => {}

@@ -1,6 +1,9 @@
-//! `quote_service --help` is the settings reference: every variable must appear in it.
+//! The real `quote_service` binary: `--help` is the settings reference (every variable must
+//! appear in it), and what it logs when its broker is unreachable.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn help_lists_every_environment_variable() {
@@ -63,5 +66,59 @@ fn invalid_duration_is_refused_with_a_clear_message() {
     assert!(
         stderr.contains("CACHE_TTL") || stderr.contains("cache-ttl"),
         "{stderr}"
+    );
+}
+
+/// A worker whose broker refuses connections, its stdout piped as under Docker: the log line
+/// names the broker by host:port, never the password, and carries no colour codes.
+#[test]
+fn an_unreachable_broker_is_named_by_host_and_port_without_password_or_colour() {
+    // Arrange
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quote_service"))
+        .env("QUOTE_TRANSPORT", "amqp")
+        .env(
+            "AMQP_URL",
+            format!("amqp://quotes:hunter2-do-not-print@127.0.0.1:{port}/%2f"),
+        )
+        .env("QUOTE_HTTP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+
+    // Act: read until the first reconnect warning (or 30 s), then stop the worker.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut output = String::new();
+    let mut warning = None;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        output.push_str(&line);
+        output.push('\n');
+        if line.contains("RabbitMQ consumer down") {
+            warning = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Assert
+    let warning = warning.unwrap_or_else(|| panic!("no reconnect warning in:\n{output}"));
+    assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
+    assert!(!output.contains("hunter2-do-not-print"), "{output}");
+    assert!(
+        !output.contains('\u{1b}'),
+        "ANSI codes in piped output:\n{output}"
     );
 }

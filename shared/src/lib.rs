@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod contract;
+pub mod endpoint;
+pub mod error_chain;
 pub mod http_server;
 pub mod pattern;
 pub mod symbol;

@@ -1,10 +1,13 @@
 //! Logging set-up shared by both binaries: readable lines for humans, JSON for log shippers.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`); `LOG_FORMAT=json`
-/// switches to one JSON object per line. Safe to call more than once (tests do): later calls
-/// are no-ops.
+/// switches to one JSON object per line. Text lines are coloured only when stdout is a
+/// terminal. Safe to call more than once (tests do): later calls are
+/// no-ops.
 pub fn init(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -22,7 +25,12 @@ pub fn init(default_filter: &str) {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(true)).try_init()
+        // Colour is for a person at a terminal. Piped into a file, `docker logs` or a log
+        // shipper, escape codes would be noise in every line.
+        let colour = std::io::stdout().is_terminal();
+        registry
+            .with(fmt::layer().with_target(true).with_ansi(colour))
+            .try_init()
     };
     // Already initialised (a second test in the same process): keep the first subscriber.
     let _ = result;

@@ -16,7 +16,12 @@
 //! - ports agree: bind address, healthcheck URL, `expose`/`ports`, and every URL that names a
 //!   compose service (`http://quote_service:8001`, `http://fake_stooq:8002`, AMQP, PostgreSQL);
 //! - healthchecks run programs the image has and hit routes the service defines;
-//! - the Dockerfile builds and copies every binary a `command:` runs, as a non-root user;
+//! - the Dockerfile builds and copies every binary a `command:` runs, as a non-root user,
+//!   with a Cargo profile that strips the line tables;
+//! - healthchecks that a `service_healthy` dependant waits on report readiness, not mere
+//!   liveness (`/readyz`, RabbitMQ running and accepting connections, PostgreSQL over TCP);
+//! - storage only where it is used: no `VOLUME` in the Dockerfile, and a named volume over
+//!   the data directory exactly for the services that keep a SQLite database there;
 //! - start-up needs no set-up: no `${VAR:?}` or unset-without-default interpolation.
 //!
 //! The self-tests at the bottom mutate copies of the files in memory and check each kind of
@@ -697,6 +702,8 @@ struct Image {
     chowned: BTreeSet<String>,
     cmd: Option<Vec<String>>,
     base_image: String,
+    /// The last `WORKDIR`: where a relative SQLite path puts the database.
+    workdir: Option<String>,
 }
 
 impl Dockerfile {
@@ -753,7 +760,7 @@ impl Dockerfile {
         })
     }
 
-    /// Binaries the builder compiles and copies out of `target/release`.
+    /// Binaries the builder compiles and copies out of `target/<profile>`.
     fn built_binaries(&self, code: &Code) -> BTreeSet<String> {
         let Some(builder) = self.builder() else {
             return BTreeSet::new();
@@ -780,10 +787,35 @@ impl Dockerfile {
         } else {
             named
         };
-        let release = words.contains(&"--release") || words.contains(&"-r");
+        let Some(profile) = cargo_profile(&words) else {
+            return BTreeSet::new();
+        };
+        let dir = profile_dir(&profile);
         compiled
             .into_iter()
-            .filter(|b| release && text.contains(&format!("target/release/{b}")))
+            .filter(|b| text.contains(&format!("target/{dir}/{b}")))
+            .collect()
+    }
+
+    /// The Cargo profile of the builder's `cargo build`: `--release` or `--profile NAME`
+    /// (`None` for a debug build, which the image must not ship).
+    fn build_profile(&self) -> Option<String> {
+        let build = self
+            .builder()?
+            .instructions
+            .iter()
+            .find(|(i, a)| i == "RUN" && a.contains("cargo build"))?;
+        let words: Vec<&str> = build.1.split_whitespace().collect();
+        cargo_profile(&words)
+    }
+
+    /// `VOLUME` instructions in any stage.
+    fn volumes(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .flat_map(|s| &s.instructions)
+            .filter(|(i, _)| i == "VOLUME")
+            .map(|(_, a)| a.clone())
             .collect()
     }
 
@@ -816,6 +848,7 @@ impl Dockerfile {
             chowned: BTreeSet::new(),
             cmd: None,
             base_image: chain[0].from.clone(),
+            workdir: None,
         };
         for stage in chain {
             for (instr, args) in &stage.instructions {
@@ -861,12 +894,80 @@ impl Dockerfile {
                             .filter_map(|p| p.split('/').next()?.parse::<u16>().ok()),
                     ),
                     "CMD" => image.cmd = serde_json::from_str(args).ok(),
+                    "WORKDIR" => image.workdir = Some(args.trim_end_matches('/').to_owned()),
                     _ => {}
                 }
             }
         }
         Some(image)
     }
+}
+
+/// The profile a `cargo build` command line builds with, when it is an optimised one.
+fn cargo_profile(words: &[&str]) -> Option<String> {
+    if words.contains(&"--release") || words.contains(&"-r") {
+        return Some("release".into());
+    }
+    words.iter().enumerate().find_map(|(i, w)| {
+        let name = match w.strip_prefix("--profile=") {
+            Some(name) => name,
+            None if *w == "--profile" => words.get(i + 1)?,
+            None => return None,
+        };
+        (name != "dev" && name != "test").then(|| name.to_owned())
+    })
+}
+
+/// The directory under `target/` a profile's binaries land in.
+fn profile_dir(profile: &str) -> &str {
+    match profile {
+        "dev" | "test" => "debug",
+        other => other,
+    }
+}
+
+/// The value of `key` in Cargo.toml's `[profile.NAME]`, following `inherits` (the built-in
+/// profiles inherit nothing that strips).
+fn profile_setting(cargo_toml: &str, profile: &str, key: &str) -> Option<String> {
+    let mut name = profile.to_owned();
+    for _ in 0..8 {
+        let header = format!("[profile.{name}]");
+        let mut in_section = false;
+        let mut inherits = None;
+        for line in cargo_toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_section = line == header;
+                continue;
+            }
+            if !in_section {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"');
+            match k.trim() {
+                k if k == key => return Some(v.to_owned()),
+                "inherits" => inherits = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        name = inherits?;
+    }
+    None
+}
+
+/// The SQLite file a service's DATABASE_URL names, when it names one.
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
 // --- The deployment files and their checks ------------------------------------------------------
@@ -876,6 +977,7 @@ impl Dockerfile {
 struct Deployment {
     compose: Vec<(String, String)>,
     dockerfile: String,
+    cargo_toml: String,
     env_example: String,
     dockerignore: String,
 }
@@ -950,6 +1052,7 @@ impl Deployment {
                 .map(|f| (f.to_string(), read_repo_file(f)))
                 .collect(),
             dockerfile: read_repo_file("Dockerfile"),
+            cargo_toml: read_repo_file("Cargo.toml"),
             env_example: read_repo_file(".env.example"),
             dockerignore: read_repo_file(".dockerignore"),
         }
@@ -960,6 +1063,7 @@ impl Deployment {
         let mut copy = self.clone();
         let text = match file {
             "Dockerfile" => &mut copy.dockerfile,
+            "Cargo.toml" => &mut copy.cargo_toml,
             ".env.example" => &mut copy.env_example,
             ".dockerignore" => &mut copy.dockerignore,
             compose => {
@@ -1446,7 +1550,7 @@ impl Deployment {
             if !built.contains(required) {
                 problems.push(format!(
                     "Dockerfile: the build stage does not build and copy out {required} \
-                     (`cargo build --release --bin {required}` and `target/release/{required}`)"
+                     (`cargo build --profile P --bin {required}` and `target/P/{required}`)"
                 ));
             }
         }
@@ -1546,6 +1650,177 @@ impl Deployment {
             }
         }));
         problems
+    }
+
+    /// The shipped binaries come from a profile that strips line tables (they were 200 MB of
+    /// a 499 MB image).
+    fn check_stripped(&self) -> Vec<String> {
+        let dockerfile = Dockerfile::parse(&self.dockerfile);
+        let Some(profile) = dockerfile.build_profile() else {
+            return vec![
+                "Dockerfile: the build stage builds no optimised profile (`--release` or \
+                 `--profile NAME`)"
+                    .into(),
+            ];
+        };
+        let strip = profile_setting(&self.cargo_toml, &profile, "strip");
+        match strip.as_deref() {
+            Some("true" | "symbols" | "debuginfo") => Vec::new(),
+            _ => vec![format!(
+                "Cargo.toml: profile {profile:?}, which the image ships, does not strip \
+                 (strip = {strip:?}): the binaries carry their line tables"
+            )],
+        }
+    }
+
+    /// Storage only where it is used: no `VOLUME` in the Dockerfile (every container would
+    /// get an anonymous volume, left behind by `docker compose down`), no anonymous volumes in
+    /// compose, and a named volume over the directory of a SQLite database exactly for the
+    /// services that keep one.
+    fn check_storage(&self, code: &Code) -> Vec<String> {
+        let dockerfile = Dockerfile::parse(&self.dockerfile);
+        let mut problems: Vec<String> = dockerfile
+            .volumes()
+            .into_iter()
+            .map(|v| {
+                format!(
+                    "Dockerfile: VOLUME {v} gives every container of the image (one-shot ones \
+                     and those on PostgreSQL too) an anonymous volume that `docker compose \
+                     down` leaves behind; declare a named volume in compose where SQLite needs it"
+                )
+            })
+            .collect();
+        problems.extend(self.per_compose(|file, problems| {
+            for (service, entry) in Self::entries(file, code, problems) {
+                let at = format!("{}: service {}", file.file, service.name);
+                let target = service.build_target.clone().unwrap_or_default();
+                let Some(image) = dockerfile.image(&target, code) else {
+                    continue;
+                };
+                let workdir = image.workdir.clone().unwrap_or_else(|| "/".into());
+                let sqlite_dir = entry.as_ref().and_then(|(name, _)| {
+                    let binary = code.binary(name)?;
+                    let url = match service.env_value("DATABASE_URL") {
+                        Some(Some(v)) => with_defaults(v),
+                        _ if binary.env.contains("DATABASE_URL") => {
+                            binary.default_for_env("DATABASE_URL")?
+                        }
+                        _ => return None,
+                    };
+                    let path = sqlite_path(&url)?;
+                    let path = if path.starts_with('/') {
+                        path
+                    } else {
+                        format!("{workdir}/{path}")
+                    };
+                    path.rsplit_once('/').map(|(dir, _)| dir.to_owned())
+                });
+                let mut mounts = Vec::new();
+                for volume in &service.volumes {
+                    match volume.split_once(':') {
+                        Some((source, rest)) => {
+                            let target = rest.split(':').next().unwrap_or_default();
+                            mounts
+                                .push((source.to_owned(), target.trim_end_matches('/').to_owned()));
+                        }
+                        None => problems.push(format!(
+                            "{at}: anonymous volume {volume}: `docker compose down` leaves it \
+                             behind; name it under `volumes:`"
+                        )),
+                    }
+                }
+                for (source, target) in &mounts {
+                    if *target == workdir && sqlite_dir.as_deref() != Some(target.as_str()) {
+                        problems.push(format!(
+                            "{at}: mounts {source} over the data directory {target}, but keeps \
+                             no SQLite database there: storage nobody uses"
+                        ));
+                    }
+                }
+                if let Some(dir) = &sqlite_dir {
+                    match mounts.iter().find(|(_, t)| t == dir) {
+                        None => problems.push(format!(
+                            "{at}: keeps its SQLite database in {dir}, which no volume holds: \
+                             it is lost with the container"
+                        )),
+                        Some((source, _)) if !file.volumes.contains(source) => {
+                            problems.push(format!(
+                                "{at}: keeps its SQLite database on {source}, which is not a \
+                                 named volume declared under `volumes:`"
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }));
+        problems
+    }
+
+    /// A service others wait on with `service_healthy` is healthy only once it is ready for
+    /// them: otherwise the dependant starts against a broker still booting, a database still
+    /// being created, or an API with no worker.
+    fn check_readiness_healthchecks(&self) -> Vec<String> {
+        self.per_compose(|file, problems| {
+            let waited_on: BTreeSet<&str> = file
+                .services
+                .iter()
+                .flat_map(|s| &s.depends_on)
+                .filter(|(_, condition)| condition == "service_healthy")
+                .map(|(dep, _)| dep.as_str())
+                .collect();
+            for name in waited_on {
+                let Some(service) = file.service(name) else {
+                    continue;
+                };
+                let Some(test) = &service.healthcheck else {
+                    continue; // reported by check_start_order
+                };
+                let at = format!("{}: service {}", file.file, service.name);
+                let command = test.get(1..).unwrap_or_default().join(" ");
+                match service.image.as_deref() {
+                    Some("rabbitmq")
+                        if !(command.contains("check_running")
+                            && command.contains("check_port_connectivity")) =>
+                    {
+                        problems.push(format!(
+                            "{at}: healthcheck {command:?} can pass while the node still \
+                             boots; dependants need `rabbitmq-diagnostics -q check_running` \
+                             and `check_port_connectivity`"
+                        ));
+                    }
+                    Some("rabbitmq") => {}
+                    Some("postgres") => {
+                        let words: Vec<&str> = command.split_whitespace().collect();
+                        let over_tcp = words
+                            .windows(2)
+                            .any(|w| (w[0] == "-h" || w[0] == "--host") && w[1] == "127.0.0.1")
+                            || words.contains(&"--host=127.0.0.1");
+                        if !words.contains(&"pg_isready") || !over_tcp {
+                            problems.push(format!(
+                                "{at}: healthcheck {command:?} needs `pg_isready -h 127.0.0.1`: \
+                                 on its first start the image runs a temporary socket-only \
+                                 server that a socket check already calls ready"
+                            ));
+                        }
+                    }
+                    _ if service.builds_here => {
+                        let probes_readiness = urls(&command)
+                            .iter()
+                            .any(|(_, host, _)| host == "localhost" || host == "127.0.0.1")
+                            && command.contains("/readyz");
+                        if !probes_readiness {
+                            problems.push(format!(
+                                "{at}: others wait for it to be healthy, but its healthcheck \
+                                 {command:?} does not probe /readyz: healthy would mean alive, \
+                                 not ready"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
     }
 
     /// depends_on names real services with conditions they can meet.
@@ -1687,6 +1962,9 @@ impl Deployment {
         all.extend(self.check_shared_settings(code));
         all.extend(self.check_healthchecks(code));
         all.extend(self.check_image(code));
+        all.extend(self.check_stripped());
+        all.extend(self.check_storage(code));
+        all.extend(self.check_readiness_healthchecks());
         all.extend(self.check_start_order());
         all.extend(self.check_env_example(code));
         all.extend(self.check_dockerignore());
@@ -1802,6 +2080,25 @@ fn healthchecks_use_programs_in_the_image_and_real_routes() {
 fn image_builds_and_ships_every_binary_compose_runs() {
     let code = Code::load();
     assert_none("image", Deployment::from_repo().check_image(&code));
+}
+
+#[test]
+fn the_image_ships_stripped_binaries() {
+    assert_none("strip", Deployment::from_repo().check_stripped());
+}
+
+#[test]
+fn storage_is_declared_only_where_sqlite_needs_it() {
+    let code = Code::load();
+    assert_none("storage", Deployment::from_repo().check_storage(&code));
+}
+
+#[test]
+fn dependants_wait_for_readiness_not_liveness() {
+    assert_none(
+        "readiness healthchecks",
+        Deployment::from_repo().check_readiness_healthchecks(),
+    );
 }
 
 #[test]
@@ -2040,10 +2337,10 @@ fn reports_healthchecks_that_cannot_work() {
     assert_reported(&no_curl, &["healthcheck runs curl", "does not install"]);
     let path = base.mutate(
         "docker-compose.yml",
-        "http://localhost:8001/healthz",
-        "http://localhost:8001/health",
+        "http://localhost:8001/readyz",
+        "http://localhost:8001/ready",
     );
-    assert_reported(&path, &["probes /health,", "quote_service"]);
+    assert_reported(&path, &["probes /ready,", "quote_service"]);
     let no_fail = base.mutate(
         "docker-compose.yml",
         "\"-fsS\", \"http://localhost:8000",
@@ -2061,7 +2358,7 @@ fn reports_a_binary_the_image_does_not_build() {
         &not_built,
         &["runs quote_service, which the \"runtime\" image does not contain"],
     );
-    let not_copied = base.mutate("Dockerfile", " target/release/fake_stooq", "");
+    let not_copied = base.mutate("Dockerfile", " target/dist/fake_stooq", "");
     assert_reported(
         &not_copied,
         &["runs fake_stooq, which the \"runtime\" image does not contain"],
@@ -2133,4 +2430,86 @@ fn interpolation_parser_follows_compose() {
     assert!(scan_interpolations("cost: $5").is_err());
     assert!(scan_interpolations("${X").is_err());
     assert_eq!(with_defaults("${A:-x}/${B}/$$C/${D-${E:-y}}"), "x//$C/y");
+}
+
+#[test]
+fn reports_binaries_shipped_with_their_line_tables() {
+    let base = Deployment::from_repo();
+    let unstripped = base.mutate("Cargo.toml", "strip = \"debuginfo\"", "strip = \"none\"");
+    assert_reported(&unstripped, &["profile \"dist\"", "does not strip"]);
+    let release = base.mutate("Dockerfile", "--profile dist", "--release");
+    assert_reported(&release, &["profile \"release\"", "does not strip"]);
+    let debug = base.mutate("Dockerfile", "--profile dist", "");
+    assert_reported(&debug, &["builds no optimised profile"]);
+}
+
+#[test]
+fn reports_storage_nobody_uses_or_a_database_without_storage() {
+    let base = Deployment::from_repo();
+    let volume = base.mutate(
+        "Dockerfile",
+        "WORKDIR /data\n",
+        "WORKDIR /data\nVOLUME [\"/data\"]\n",
+    );
+    assert_reported(&volume, &["Dockerfile: VOLUME", "anonymous volume"]);
+    let unused = base.mutate(
+        "docker-compose.yml",
+        "    command: [\"api_service\", \"migrate\"]\n",
+        "    command: [\"api_service\", \"migrate\"]\n    volumes:\n      - jwt-secret:/data\n",
+    );
+    assert_reported(&unused, &["service migrate", "storage nobody uses"]);
+    let anonymous = base.mutate(
+        "docker-compose-http.yml",
+        "      - jwt-secret:/run/quote-secrets:ro\n",
+        "      - jwt-secret:/run/quote-secrets:ro\n      - /data\n",
+    );
+    assert_reported(
+        &anonymous,
+        &["service api_service", "anonymous volume /data"],
+    );
+    let sqlite = base.mutate(
+        "docker-compose.yml",
+        "      DATABASE_URL: postgres://${POSTGRES_USER:-quotes}:${POSTGRES_PASSWORD:-quotes}@postgres:5432/${POSTGRES_DB:-quotes}\n      DATABASE_MAX",
+        "      DATABASE_URL: sqlite://api_service.db\n      DATABASE_MAX",
+    );
+    assert_reported(
+        &sqlite,
+        &["service api_service", "SQLite database in /data", "lost"],
+    );
+    // The same database on a named volume is what SQLite needs: nothing to report.
+    let kept = sqlite
+        .mutate(
+            "docker-compose.yml",
+            "      - jwt-secret:/run/quote-secrets:ro\n",
+            "      - jwt-secret:/run/quote-secrets:ro\n      - api-data:/data\n",
+        )
+        .mutate(
+            "docker-compose.yml",
+            "\n  jwt-secret:\n",
+            "\n  jwt-secret:\n  api-data:\n",
+        );
+    assert_none("storage", kept.check_storage(&Code::load()));
+}
+
+#[test]
+fn reports_healthchecks_that_say_healthy_before_ready() {
+    let base = Deployment::from_repo();
+    let alive = base.mutate(
+        "docker-compose-http.yml",
+        "http://localhost:8001/readyz",
+        "http://localhost:8001/healthz",
+    );
+    assert_reported(&alive, &["service quote_service", "does not probe /readyz"]);
+    let ping = base.mutate(
+        "docker-compose.yml",
+        "rabbitmq-diagnostics -q check_running && rabbitmq-diagnostics -q check_port_connectivity",
+        "rabbitmq-diagnostics -q ping",
+    );
+    assert_reported(&ping, &["service rabbitmq", "check_running"]);
+    let socket = base.mutate(
+        "docker-compose.yml",
+        "pg_isready -q -h 127.0.0.1",
+        "pg_isready -q",
+    );
+    assert_reported(&socket, &["service postgres", "pg_isready -h 127.0.0.1"]);
 }

@@ -80,6 +80,45 @@ fn classify_migrate(err: &sqlx::migrate::MigrateError) -> bool {
     }
 }
 
+/// A driver error together with the server it came from. "pool timed out" or "Connection
+/// refused" alone does not say which of the configured addresses was tried; the URL cannot be
+/// logged instead, since it holds the password.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL at {endpoint}: {source}")]
+pub(super) struct AtEndpoint {
+    endpoint: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+/// Names the server in an outage ([`StoreError::Unavailable`]); other errors are left as
+/// they are. The error stays an outage (an I/O error) for every caller that sorts errors.
+pub(super) fn at_endpoint(err: StoreError, endpoint: &str) -> StoreError {
+    match err {
+        StoreError::Unavailable(source) => {
+            StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(AtEndpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })))
+        }
+        other => other,
+    }
+}
+
+/// `host:port` of a PostgreSQL connection (or its Unix socket), never the credentials.
+pub(super) fn postgres_endpoint(options: &sqlx::postgres::PgConnectOptions) -> String {
+    if let Some(socket) = options.get_socket() {
+        return format!("socket {}", socket.display());
+    }
+    // sqlx keeps the brackets of a URL's IPv6 host; a host given otherwise may lack them.
+    let host = options.get_host();
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", options.get_port())
+    } else {
+        format!("{host}:{}", options.get_port())
+    }
+}
+
 /// A stand-in for an error that must be reported to several waiters (sqlx errors are not
 /// `Clone`): keeps the classification and the message.
 pub(super) fn replicate(err: &StoreError) -> StoreError {
@@ -111,6 +150,42 @@ mod tests {
         assert!(is_postgres_outage("57P01"));
         assert!(!is_postgres_outage("23505"));
         assert!(!is_postgres_outage("42P01"));
+    }
+
+    #[test]
+    fn an_outage_names_the_server_once_and_never_the_password() {
+        use std::str::FromStr;
+        let options =
+            sqlx::postgres::PgConnectOptions::from_str("postgres://app:hunter2@db.internal:6543/q")
+                .unwrap();
+        let endpoint = postgres_endpoint(&options);
+
+        let err = at_endpoint(
+            StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+            &endpoint,
+        );
+        let line = shared::error_chain::report(&err);
+
+        assert!(err.is_unavailable());
+        assert_eq!(line.matches("db.internal:6543").count(), 1, "{line}");
+        assert_eq!(line.matches("pool timed out").count(), 1, "{line}");
+        assert!(!line.contains("hunter2"), "{line}");
+    }
+
+    #[test]
+    fn only_outages_are_located() {
+        assert!(matches!(
+            at_endpoint(StoreError::Conflict, "db:5432"),
+            StoreError::Conflict
+        ));
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        use std::str::FromStr;
+        let options =
+            sqlx::postgres::PgConnectOptions::from_str("postgres://u@[::1]:5433/q").unwrap();
+        assert_eq!(postgres_endpoint(&options), "[::1]:5433");
     }
 
     #[test]

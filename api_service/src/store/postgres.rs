@@ -15,6 +15,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tracing::instrument;
 
+use super::errors::{at_endpoint, postgres_endpoint};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::pool;
 use super::{
@@ -31,22 +32,31 @@ const ROWS_PER_STATEMENT: usize = 10_000;
 pub struct PostgresStore {
     pool: PgPool,
     commits: GroupCommit,
+    /// `host:port` of the server, named in start-up and readiness errors.
+    endpoint: String,
 }
 
 impl PostgresStore {
     /// Connects eagerly (one connection) so a wrong URL or a down server is reported at
-    /// start-up; later outages surface per call as [`StoreError::Unavailable`].
+    /// start-up, naming the server tried; later outages surface per call as
+    /// [`StoreError::Unavailable`].
     #[instrument(skip_all, fields(backend = "postgres"))]
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(database_url)?.application_name("api_service");
+        let endpoint = postgres_endpoint(&options);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|err| at_endpoint(err.into(), &endpoint))?;
         let commits = GroupCommit::spawn(PostgresWriter { pool: pool.clone() });
-        Ok(PostgresStore { pool, commits })
+        Ok(PostgresStore {
+            pool,
+            commits,
+            endpoint,
+        })
     }
 
     /// The underlying pool, for tests and benchmarks that need raw SQL.
@@ -446,7 +456,9 @@ impl Store for PostgresStore {
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        pool::ping(&self.pool).await
+        pool::ping(&self.pool)
+            .await
+            .map_err(|err| at_endpoint(err, &self.endpoint))
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]

@@ -82,6 +82,9 @@ struct Shared {
     /// Shown in the broker's connection list; unique per transport so operators (and the
     /// reconnection test) can tell instances apart.
     connection_name: String,
+    /// `host:port` of the broker (never the URL, which holds the password), named in every
+    /// connection failure so an operator sees which address was tried.
+    broker: String,
     link: RwLock<Option<Arc<Link>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     consumers: AtomicU32,
@@ -103,6 +106,7 @@ impl AmqpTransport {
     /// start-up can be used at once. Never fails: an unreachable broker means "not ready".
     pub async fn start(config: AmqpConfig) -> Self {
         let shared = Arc::new(Shared {
+            broker: ::shared::endpoint::of_url(&config.url),
             config,
             connection_name: format!(
                 "api_service {}",
@@ -264,7 +268,11 @@ async fn supervise(shared: Arc<Shared>, first_attempt: oneshot::Sender<()>) {
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, connect(&shared)).await {
             Ok(Ok((link, monitor, replies))) => {
-                tracing::info!(queue = %shared.config.queue, "connected to the message broker");
+                tracing::info!(
+                    broker = %shared.broker,
+                    queue = %shared.config.queue,
+                    "connected to the message broker"
+                );
                 backoff = Duration::from_millis(100);
                 shared.set_link(Some(Arc::clone(&link)));
                 let reason = watch(&shared, &link, monitor, replies, &mut first_attempt).await;
@@ -279,16 +287,20 @@ async fn supervise(shared: Arc<Shared>, first_attempt: oneshot::Sender<()>) {
                     let _ = link.connection.close(200, "shutting down".into()).await;
                     break;
                 }
-                tracing::warn!(reason, "lost the message broker, reconnecting");
+                tracing::warn!(broker = %shared.broker, reason, "lost the message broker, reconnecting");
                 let _ = link.connection.close(200, "reconnecting".into()).await;
             }
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "cannot connect to the message broker");
-                shared.set_error(err.to_string());
+                let error = ::shared::error_chain::report(&err);
+                tracing::warn!(broker = %shared.broker, error, "cannot connect to the message broker");
+                shared.set_error(format!("RabbitMQ at {}: {error}", shared.broker));
             }
             Err(_) => {
-                tracing::warn!("connecting to the message broker timed out");
-                shared.set_error("connection attempt timed out".into());
+                tracing::warn!(broker = %shared.broker, "connecting to the message broker timed out");
+                shared.set_error(format!(
+                    "RabbitMQ at {}: connection attempt timed out",
+                    shared.broker
+                ));
             }
         }
         if let Some(tx) = first_attempt.take() {

@@ -1,4 +1,4 @@
-//! Every case /work/shared/stooq.md lists, both readings where the notes are unsure.
+//! Every case `docs/stooq-feed.md` lists, both readings where the sources disagree.
 
 use super::*;
 use chrono::{NaiveDate, NaiveTime, TimeZone, Utc};

@@ -1,4 +1,4 @@
-//! Every way the upstream feed misbehaves (`shared/stooq.md`): each gets the right status, a
+//! Every way the upstream feed misbehaves (`docs/stooq-feed.md`): each gets the right status, a
 //! stable code and a message naming the cause; retries happen only where they can help; and
 //! nothing reaches anyone's history.
 
