@@ -100,7 +100,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             detail = state.transport.readiness_detail(),
             "readiness: quote transport not ready"
         );
-        Check::fail("not ready")
+        Check::fail(state.transport.readiness_phrase())
     };
     let ready = database.ok && quote_transport.ok;
     let status = if ready {

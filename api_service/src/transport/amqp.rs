@@ -180,19 +180,35 @@ impl Shared {
 
     /// Why a call cannot be sent right now, or `None` when it can.
     fn refusal(&self) -> Option<String> {
+        self.refusal_with_phrase().map(|(_, detail)| detail)
+    }
+
+    /// Why no request can be answered now: a fixed phrase anyone may read (`/readyz`), and the
+    /// detail (broker error, queue name) for the log and the operator.
+    fn refusal_with_phrase(&self) -> Option<(&'static str, String)> {
         if self.current_link().is_none() {
-            return Some(format!(
-                "not connected to the message broker ({})",
-                lock(&self.last_error)
+            return Some((
+                "not connected to the message broker",
+                format!(
+                    "not connected to the message broker ({})",
+                    lock(&self.last_error)
+                ),
             ));
         }
         let queue = &self.config.queue;
         match *lock(&self.queue_state) {
-            QueueState::Unknown => Some(format!("state of queue {queue:?} not known yet")),
-            QueueState::Missing => Some(format!("request queue {queue:?} does not exist")),
-            QueueState::Present if self.consumers.load(Ordering::Relaxed) == 0 => {
-                Some(format!("no quote worker is consuming queue {queue:?}"))
-            }
+            QueueState::Unknown => Some((
+                "request queue not checked yet",
+                format!("state of queue {queue:?} not known yet"),
+            )),
+            QueueState::Missing => Some((
+                "request queue missing",
+                format!("request queue {queue:?} does not exist"),
+            )),
+            QueueState::Present if self.consumers.load(Ordering::Relaxed) == 0 => Some((
+                "no quote worker is consuming",
+                format!("no quote worker is consuming queue {queue:?}"),
+            )),
             QueueState::Present => None,
         }
     }
@@ -556,6 +572,12 @@ impl QuoteTransport for AmqpTransport {
 
     fn is_ready(&self) -> bool {
         self.shared.refusal().is_none()
+    }
+
+    fn readiness_phrase(&self) -> &'static str {
+        self.shared
+            .refusal_with_phrase()
+            .map_or("ready", |(phrase, _)| phrase)
     }
 
     fn readiness_detail(&self) -> String {

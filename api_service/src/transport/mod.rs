@@ -56,7 +56,17 @@ pub trait QuoteTransport: Send + Sync + 'static {
     /// Cheap: backed by state refreshed in the background.
     fn is_ready(&self) -> bool;
 
-    /// Human-readable reason when not ready, for `/readyz`.
+    /// A fixed phrase for the public `/readyz`: says what kind of problem, names nothing
+    /// internal (hosts, queues, driver errors go to [`Self::readiness_detail`] and the log).
+    fn readiness_phrase(&self) -> &'static str {
+        if self.is_ready() {
+            "ready"
+        } else {
+            "not ready"
+        }
+    }
+
+    /// Human-readable reason when not ready, for the log.
     fn readiness_detail(&self) -> String {
         if self.is_ready() {
             "ready".into()

@@ -213,6 +213,10 @@ impl QuoteTransport for SingleFlight {
         ))
     }
 
+    fn readiness_phrase(&self) -> &'static str {
+        self.inner.readiness_phrase()
+    }
+
     fn readiness_detail(&self) -> String {
         self.inner.readiness_detail()
     }

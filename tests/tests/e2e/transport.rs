@@ -188,7 +188,7 @@ async fn readiness_fails_without_a_quote_worker() {
         let body: Value = app.get("/readyz").await.json().await.unwrap();
         body["checks"]["quote_transport"]["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("no quote worker"))
+            .is_some_and(|d| d == "no quote worker is consuming")
     })
     .await;
     assert!(looked.is_some(), "the API never saw the idle queue");
