@@ -841,6 +841,13 @@ async fn real_responses_validate_against_the_documented_schemas() {
             "/api/v1/users/bob",
             Auth::Root,
             Body::Json(json!({})),
+            200,
+        ),
+        case(
+            "patch",
+            "/api/v1/users/bob",
+            Auth::Root,
+            Body::Json(json!({"password": "short"})),
             422,
         )
         .code("validation_failed"),

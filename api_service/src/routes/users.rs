@@ -123,12 +123,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
 
-/// Either or both; omitted fields stay as they are.
+/// A merge patch: fields omitted (or null) stay as they are; `{}` changes nothing and
+/// revokes nothing.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct UpdateUserRequest {
+    #[serde(default)]
     role: Option<Role>,
-    /// 8-128 characters.
-    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 128, example = "a new long passphrase")]
+    #[serde(default)]
+    #[schema(schema_with = password_schema)]
     password: Option<SecretString>,
 }
 
@@ -193,9 +195,13 @@ pub async fn update(
 ) -> Result<Json<UserView>, ApiError> {
     let _ = admin;
     if body.role.is_none() && body.password.is_none() {
-        return Err(ApiError::Validation(
-            "nothing to change: give a role, a password or both".into(),
-        ));
+        let user = match users::validate_username(&username) {
+            Ok(()) => state.store.user_by_username(&username).await?,
+            Err(_) => None,
+        };
+        return user
+            .map(|user| Json(UserView::from(user)))
+            .ok_or_else(|| no_such_user(&username));
     }
     let password_hash = match body.password {
         Some(password) => {
