@@ -210,9 +210,9 @@ async fn readyz_is_503_with_a_reason_while_rabbitmq_is_unreachable() {
         "a failed connection attempt",
         Duration::from_secs(5),
         async || {
-            app.readiness
-                .reason()
-                .is_some_and(|r| r.starts_with("not consuming from RabbitMQ:"))
+            app.readiness.reason().is_some_and(|r| {
+                r.starts_with(&format!("not consuming from RabbitMQ at {broker}:"))
+            })
         },
     )
     .await;
