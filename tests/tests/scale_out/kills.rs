@@ -135,8 +135,8 @@ async fn two_apis_and_two_workers_keep_every_answer_through_kills_and_restarts()
 
     // Act 2: SIGKILL API A mid-load; its clients' calls in flight are cut off.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    api_a.kill_9();
     let a_killed = Instant::now();
+    api_a.kill_9();
     let calls_a_before = load_a.stop().await;
 
     // Act 3: worker 1 back, then SIGTERM worker 2 (worker 1 takes over its queue share).

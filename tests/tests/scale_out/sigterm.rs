@@ -18,7 +18,8 @@ const ON_THE_WIRE: Duration = Duration::from_millis(150);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_an_api_process_under_load_finishes_in_flight_requests_and_exits_zero() {
     // Arrange
-    let Some(cluster) = Cluster::start(&[]).await else {
+    // No reuse of landed quotes: every call waits for its own RPC (and the feed's latency).
+    let Some(cluster) = Cluster::start(&[("QUOTE_REUSE_WINDOW", "0")]).await else {
         return;
     };
     cluster.stooq.set_latency(FEED_LATENCY);
