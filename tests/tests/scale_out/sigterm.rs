@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use tests::ledger::{Call, Ledger, Outcome};
-use tests::load::{Load, summary};
+use tests::load::{Load, summary, wait_until};
 
 use crate::{CLIENT_TIMEOUT, Cluster, PAUSE, SYMBOLS, assert_rows_match, hangs};
 
 const CLIENTS: usize = 4;
-/// Keeps every client's call inside the API (waiting for its quote) most of the time.
-const FEED_LATENCY: Duration = Duration::from_millis(400);
+/// Keeps every client's call inside the API (waiting for its quote) for a long while.
+const FEED_LATENCY: Duration = Duration::from_millis(800);
 /// A call started this long before the signal has surely reached the server: it must be
 /// served. One started closer to it may have raced the closing listener.
 const ON_THE_WIRE: Duration = Duration::from_millis(150);
@@ -40,6 +40,13 @@ async fn sigterm_to_an_api_process_under_load_finishes_in_flight_requests_and_ex
         ledger,
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The clients run in step: signal just after a fetch began, when their calls are all
+    // inside the API waiting for quotes, and have been for ON_THE_WIRE.
+    let hits = cluster.stooq.hits();
+    wait_until(Duration::from_secs(5), || async { cluster.stooq.hits() > hits })
+        .await
+        .expect("the feed is asked for quotes");
+    tokio::time::sleep(ON_THE_WIRE).await;
 
     // Act: SIGTERM; the clients send nothing new from then on.
     let signalled = Instant::now();
