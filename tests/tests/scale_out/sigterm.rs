@@ -43,9 +43,11 @@ async fn sigterm_to_an_api_process_under_load_finishes_in_flight_requests_and_ex
     // The clients run in step: signal just after a fetch began, when their calls are all
     // inside the API waiting for quotes, and have been for ON_THE_WIRE.
     let hits = cluster.stooq.hits();
-    wait_until(Duration::from_secs(5), || async { cluster.stooq.hits() > hits })
-        .await
-        .expect("the feed is asked for quotes");
+    wait_until(Duration::from_secs(5), || async {
+        cluster.stooq.hits() > hits
+    })
+    .await
+    .expect("the feed is asked for quotes");
     tokio::time::sleep(ON_THE_WIRE).await;
 
     // Act: SIGTERM; the clients send nothing new from then on.
