@@ -93,14 +93,30 @@ impl Call {
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Shared, cheap to clone: load tasks append to it concurrently.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Ledger {
     calls: Arc<Mutex<Vec<Call>>>,
+    client_timeout: Duration,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::with_client_timeout(CLIENT_TIMEOUT)
+    }
 }
 
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A ledger whose calls give up (and count as lost) after `timeout`: a bound just above
+    /// the API's RPC timeout turns any hang into a recorded failure.
+    pub fn with_client_timeout(timeout: Duration) -> Self {
+        Self {
+            calls: Arc::default(),
+            client_timeout: timeout,
+        }
     }
 
     /// One `GET /api/v1/stock?q=symbol` as `client`, recorded.
@@ -116,7 +132,7 @@ impl Ledger {
             .get(format!("{base}/api/v1/stock"))
             .query(&[("q", symbol)])
             .bearer_auth(&client.token)
-            .timeout(CLIENT_TIMEOUT)
+            .timeout(self.client_timeout)
             .send()
             .await;
         let outcome = match result {

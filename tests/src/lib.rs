@@ -23,6 +23,7 @@ pub mod faults;
 pub mod ledger;
 pub mod load;
 pub mod log_capture;
+pub mod processes;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Password every helper-created user gets unless a test picks its own.

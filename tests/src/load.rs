@@ -32,6 +32,19 @@ impl Load {
         pause: Duration,
         ledger: Ledger,
     ) -> Load {
+        Self::start_at(&app.client, &app.address, clients, symbols, pause, ledger)
+    }
+
+    /// Like [`start_with`](Self::start_with), against any API instance: `base` is its URL
+    /// (e.g. an api_service process started by the test).
+    pub fn start_at(
+        http: &reqwest::Client,
+        base: &str,
+        clients: &[Client],
+        symbols: &[&str],
+        pause: Duration,
+        ledger: Ledger,
+    ) -> Load {
         assert!(!symbols.is_empty());
         let stop = CancellationToken::new();
         let symbols: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
@@ -40,8 +53,8 @@ impl Load {
             .cloned()
             .enumerate()
             .map(|(i, client)| {
-                let http = app.client.clone();
-                let base = app.address.clone();
+                let http = http.clone();
+                let base = base.to_owned();
                 let ledger = ledger.clone();
                 let stop = stop.clone();
                 let symbols = symbols.clone();
