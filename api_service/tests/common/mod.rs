@@ -15,6 +15,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+// Re-exported where the tests call them; each test binary uses a different subset.
+#[allow(unused_imports)]
 pub use shared::test_support::poll::wait_until;
 use shared::{ErrorCode, Quote, QuoteReply, QuoteRequest, Symbol};
 

@@ -16,8 +16,9 @@ use quote_service::metrics::Metrics;
 use quote_service::quotes::QuoteService;
 use quote_service::upstream::StooqClient;
 use quote_service::{Application, Settings};
-pub use shared::test_support::poll::wait_until;
-pub use shared::test_support::ports::refusing_addr;
+// Re-exported where the tests call them; each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use shared::test_support::{poll::wait_until, ports::refusing_addr};
 use shared::{QuoteReply, QuoteRequest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
