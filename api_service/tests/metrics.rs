@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use api_service::openapi::{DOCS_PATH, OPENAPI_PATH};
 use api_service::store::provision::fresh_sqlite;
@@ -51,17 +50,8 @@ fn route_templates() -> Vec<String> {
     templates
 }
 
-fn addr(app: &Running) -> SocketAddr {
-    app.base.trim_start_matches("http://").parse().unwrap()
-}
-
 async fn scrape(app: &Running) -> (String, Exposition) {
-    let response = app.get("/metrics", None).await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let parsed = exposition::check(&text)
-        .unwrap_or_else(|problems| panic!("{}\n---\n{text}", problems.join("\n")));
-    (text, parsed)
+    exposition::read(app.get("/metrics", None).await).await
 }
 
 #[tokio::test]
@@ -70,23 +60,13 @@ async fn junk_methods_and_paths_add_no_metric_series() {
     let templates = route_templates();
     let routes: Vec<&str> = templates.iter().map(String::as_str).collect();
     let (_, untouched) = scrape(&app).await;
-    junk_http::send_all(addr(&app), &junk_http::mix(1, 1_000, &routes)).await;
+    junk_http::send_all(app.addr(), &junk_http::mix(1, 1_000, &routes)).await;
     let (_, before) = scrape(&app).await;
 
-    junk_http::send_all(addr(&app), &junk_http::mix(2, 1_000, &routes)).await;
+    junk_http::send_all(app.addr(), &junk_http::mix(2, 1_000, &routes)).await;
 
     let (text, after) = scrape(&app).await;
-    eprintln!(
-        "series: {} at start, {} after 1,000 junk requests, {} after 1,000 more",
-        untouched.series_count(),
-        before.series_count(),
-        after.series_count()
-    );
-    assert_eq!(
-        after.series_count(),
-        before.series_count(),
-        "a second thousand junk requests of the same shapes added series:\n{text}"
-    );
+    junk_http::assert_second_round_added_no_series(&untouched, &before, &after, &text);
     let methods: BTreeSet<String> = junk_http::STANDARD_METHODS
         .iter()
         .chain(&["other"])
@@ -137,28 +117,20 @@ async fn every_recorded_metric_is_described_and_well_formed() {
     assert_eq!(app.get("/readyz", None).await.status(), 200);
     let templates = route_templates();
     let routes: Vec<&str> = templates.iter().map(String::as_str).collect();
-    junk_http::send_all(addr(&app), &junk_http::mix(3, 100, &routes)).await;
+    junk_http::send_all(app.addr(), &junk_http::mix(3, 100, &routes)).await;
 
     let (text, exposition) = scrape(&app).await;
 
-    let exported: BTreeSet<&str> = exposition.families.keys().map(String::as_str).collect();
-    let expected: BTreeSet<&str> = FAMILIES.iter().copied().collect();
-    assert_eq!(exported, expected, "{text}");
-    for needle in [
-        r#"quote_rpc_total{outcome="ok"} 2"#,
-        "store_group_commit_rows_total 2",
-        "store_group_commit_batches_total 2",
-    ] {
-        assert!(
-            text.lines().any(|l| l == needle),
-            "{needle} missing:\n{text}"
-        );
-    }
-    assert_eq!(
-        stray_metrics::names(),
-        Vec::<String>::new(),
-        "recorded where /metrics never shows them"
+    exposition::assert_families(&exposition, FAMILIES, &text);
+    exposition::assert_lines(
+        &text,
+        &[
+            r#"quote_rpc_total{outcome="ok"} 2"#,
+            "store_group_commit_rows_total 2",
+            "store_group_commit_batches_total 2",
+        ],
     );
+    stray_metrics::assert_none();
     app.stop().await;
     peer.cancel();
 }

@@ -107,34 +107,20 @@ async fn duplicate_username_conflicts(store: Arc<dyn Store>) {
 async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(store: Arc<dyn Store>) {
     let u = store.create_user(user("rehash")).await.unwrap();
     let old = u.password_hash.clone();
-    assert!(
-        store
-            .replace_password_hash(u.id, &old, "$new-1")
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.user_by_id(u.id).await.unwrap().unwrap().password_hash,
-        "$new-1"
-    );
+
+    let first = store.replace_password_hash(u.id, &old, "$new-1").await;
+    assert!(first.unwrap());
+    assert_eq!(read_hash(&store, u.id).await, "$new-1");
     // A second upgrade from the stale value must not undo the first.
-    assert!(
-        !store
-            .replace_password_hash(u.id, &old, "$new-2")
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.user_by_id(u.id).await.unwrap().unwrap().password_hash,
-        "$new-1"
-    );
-    assert!(
-        !store
-            .replace_password_hash(-1, &old, "$new-3")
-            .await
-            .unwrap(),
-        "no such user"
-    );
+    let second = store.replace_password_hash(u.id, &old, "$new-2").await;
+    assert!(!second.unwrap());
+    assert_eq!(read_hash(&store, u.id).await, "$new-1");
+    let missing = store.replace_password_hash(-1, &old, "$new-3").await;
+    assert!(!missing.unwrap(), "no such user");
+}
+
+async fn read_hash(store: &Arc<dyn Store>, id: i64) -> String {
+    store.user_by_id(id).await.unwrap().unwrap().password_hash
 }
 
 fn admin(name: &str) -> NewUser {
@@ -231,29 +217,22 @@ async fn concurrent_removals_of_two_admins_leave_one(store: Arc<dyn Store>) {
     }
 }
 
-fn revoked(user_id: i64, jti: &str, expires_at: i64) -> RevokedToken {
-    RevokedToken {
+/// Revokes token `jti` of `user_id`, valid until `expires_at`, as a logout at time `now`.
+async fn revoke(store: &Arc<dyn Store>, user_id: i64, jti: &str, expires_at: i64, now: i64) {
+    let token = RevokedToken {
         user_id,
         jti: jti.to_owned(),
         expires_at,
-    }
+    };
+    store.revoke_token(token, now).await.unwrap();
 }
 
 async fn revoked_tokens_are_listed_until_they_expire(store: Arc<dyn Store>) {
     let u = store.create_user(user("leaver")).await.unwrap();
     let other = store.create_user(user("stayer")).await.unwrap();
-    store
-        .revoke_token(revoked(u.id, "t1", 1_000), 500)
-        .await
-        .unwrap();
-    store
-        .revoke_token(revoked(u.id, "t2", 2_000), 500)
-        .await
-        .unwrap();
-    store
-        .revoke_token(revoked(u.id, "t2", 2_000), 500)
-        .await
-        .unwrap();
+    revoke(&store, u.id, "t1", 1_000, 500).await;
+    revoke(&store, u.id, "t2", 2_000, 500).await;
+    revoke(&store, u.id, "t2", 2_000, 500).await;
     let mut live = store.revoked_tokens(u.id, 500).await.unwrap();
     live.sort();
     assert_eq!(live, ["t1", "t2"], "a repeated logout is one row");
@@ -270,16 +249,10 @@ async fn revoked_tokens_are_listed_until_they_expire(store: Arc<dyn Store>) {
 async fn expired_revocations_are_purged(store: Arc<dyn Store>) {
     let u = store.create_user(user("purged")).await.unwrap();
     for i in 0..MAX_REVOKED_PER_USER {
-        store
-            .revoke_token(revoked(u.id, &format!("old{i}"), 100), 50)
-            .await
-            .unwrap();
+        revoke(&store, u.id, &format!("old{i}"), 100, 50).await;
     }
     // Once they expired, they neither count against the cap nor stay in the table.
-    store
-        .revoke_token(revoked(u.id, "new", 500), 200)
-        .await
-        .unwrap();
+    revoke(&store, u.id, "new", 500, 200).await;
     assert_eq!(store.revoked_tokens(u.id, 0).await.unwrap(), ["new"]);
     let read = store.user_by_id(u.id).await.unwrap().unwrap();
     assert_eq!(read.token_version, 0, "the cap was not reached");
@@ -288,16 +261,10 @@ async fn expired_revocations_are_purged(store: Arc<dyn Store>) {
 async fn logouts_past_the_cap_revoke_every_token_instead(store: Arc<dyn Store>) {
     let u = store.create_user(user("looper")).await.unwrap();
     for i in 0..MAX_REVOKED_PER_USER {
-        store
-            .revoke_token(revoked(u.id, &format!("t{i}"), 1_000), 0)
-            .await
-            .unwrap();
+        revoke(&store, u.id, &format!("t{i}"), 1_000, 0).await;
     }
     assert_eq!(read_version(&store, u.id).await, 0);
-    store
-        .revoke_token(revoked(u.id, "one-more", 1_000), 0)
-        .await
-        .unwrap();
+    revoke(&store, u.id, "one-more", 1_000, 0).await;
     assert_eq!(read_version(&store, u.id).await, 1);
     assert!(store.revoked_tokens(u.id, 0).await.unwrap().is_empty());
 }
@@ -309,10 +276,7 @@ async fn read_version(store: &Arc<dyn Store>, id: i64) -> i64 {
 async fn revoking_a_deleted_users_token_is_a_no_op(store: Arc<dyn Store>) {
     let u = store.create_user(user("gone")).await.unwrap();
     store.delete_user("gone").await.unwrap();
-    store
-        .revoke_token(revoked(u.id, "t", 1_000), 0)
-        .await
-        .unwrap();
+    revoke(&store, u.id, "t", 1_000, 0).await;
     assert!(store.revoked_tokens(u.id, 0).await.unwrap().is_empty());
 }
 

@@ -30,12 +30,7 @@ const FAMILIES: &[&str] = &[
 ];
 
 async fn scrape(app: &TestApp) -> (String, Exposition) {
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let parsed = exposition::check(&text)
-        .unwrap_or_else(|problems| panic!("{}\n---\n{text}", problems.join("\n")));
-    (text, parsed)
+    exposition::read(app.get("/metrics").await).await
 }
 
 #[tokio::test]
@@ -46,21 +41,10 @@ async fn junk_methods_and_paths_add_no_metric_series() {
     junk_http::send_all(app.addr(), &junk_http::mix(1, 1_000, ROUTES)).await;
     let (_, before) = scrape(&app).await;
 
-    let second = junk_http::mix(2, 1_000, ROUTES);
-    junk_http::send_all(app.addr(), &second).await;
+    junk_http::send_all(app.addr(), &junk_http::mix(2, 1_000, ROUTES)).await;
 
     let (text, after) = scrape(&app).await;
-    eprintln!(
-        "series: {} at start, {} after 1,000 junk requests, {} after 1,000 more",
-        untouched.series_count(),
-        before.series_count(),
-        after.series_count()
-    );
-    assert_eq!(
-        after.series_count(),
-        before.series_count(),
-        "a second thousand junk requests of the same shapes added series:\n{text}"
-    );
+    junk_http::assert_second_round_added_no_series(&untouched, &before, &after, &text);
     let allowed: BTreeSet<String> = ROUTES
         .iter()
         .copied()
@@ -104,23 +88,15 @@ async fn every_recorded_metric_is_described_and_well_formed() {
 
     let (text, exposition) = scrape(&app).await;
 
-    let exported: BTreeSet<&str> = exposition.families.keys().map(String::as_str).collect();
-    let expected: BTreeSet<&str> = FAMILIES.iter().copied().collect();
-    assert_eq!(exported, expected, "{text}");
-    for needle in [
-        "quote_cache_hits_total 1",
-        "quote_upstream_retries_total 1",
-        r#"quote_upstream_errors_total{code="upstream_unavailable"} 1"#,
-    ] {
-        assert!(
-            text.lines().any(|l| l == needle),
-            "{needle} missing:\n{text}"
-        );
-    }
-    assert_eq!(
-        stray_metrics::names(),
-        Vec::<String>::new(),
-        "recorded where /metrics never shows them"
+    exposition::assert_families(&exposition, FAMILIES, &text);
+    exposition::assert_lines(
+        &text,
+        &[
+            "quote_cache_hits_total 1",
+            "quote_upstream_retries_total 1",
+            r#"quote_upstream_errors_total{code="upstream_unavailable"} 1"#,
+        ],
     );
+    stray_metrics::assert_none();
     app.stop().await;
 }

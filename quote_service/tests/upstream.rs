@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use fake_stooq::{FakeConfig, FakeStooq, Mode};
 use quote_service::metrics::Metrics;
 use quote_service::upstream::{MAX_REDIRECTS, StooqClient};
-use shared::{ErrorCode, Symbol};
+use shared::{ErrorCode, QuoteError, Symbol};
 use tokio::time::Instant;
 
 fn sym(s: &str) -> Symbol {
@@ -23,6 +23,14 @@ fn sym(s: &str) -> Symbol {
 
 fn in_secs(s: u64) -> Instant {
     Instant::now() + Duration::from_secs(s)
+}
+
+/// Fetches `aapl.us` with five seconds to spare, in a test where that fetch must fail.
+async fn failed_fetch(client: &StooqClient) -> QuoteError {
+    client
+        .fetch(&[sym("aapl.us")], in_secs(5))
+        .await
+        .unwrap_err()
 }
 
 #[tokio::test]
@@ -81,10 +89,7 @@ async fn persistent_server_error_gives_up_after_max_retries() {
     fake.set_mode(Mode::Status(500));
     let client = common::stooq_client(&fake, |s| s.stooq_max_retries = 2);
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
     assert!(err.message.contains("500"), "{}", err.message);
@@ -97,10 +102,7 @@ async fn daily_limit_is_not_retried() {
     fake.set_mode(Mode::DailyLimit);
     let client = common::stooq_client(&fake, |_| {});
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamRejected);
     assert!(err.message.contains("daily hits limit"), "{}", err.message);
@@ -125,10 +127,7 @@ async fn non_data_answers_are_not_retried_and_keep_their_own_error() {
         fake.set_mode(mode);
         let client = common::stooq_client(&fake, |_| {});
 
-        let err = client
-            .fetch(&[sym("aapl.us")], in_secs(5))
-            .await
-            .unwrap_err();
+        let err = failed_fetch(&client).await;
 
         assert_eq!(err.code, code, "{mode:?}");
         assert!(err.message.contains(phrase), "{mode:?}: {}", err.message);
@@ -142,10 +141,7 @@ async fn client_error_status_is_a_rejection_not_retried() {
     fake.set_mode(Mode::Status(404));
     let client = common::stooq_client(&fake, |_| {});
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamRejected);
     assert_eq!(fake.hits(), 1);
@@ -180,10 +176,7 @@ async fn slow_attempts_are_cut_at_the_attempt_timeout_and_retried() {
         s.stooq_max_retries = 2;
     });
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
     assert!(
@@ -241,10 +234,7 @@ async fn missing_api_key_is_reported_as_such() {
     .await;
     let client = common::stooq_client(&fake, |_| {});
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamRejected);
     assert!(err.message.contains("STOOQ_API_KEY"), "{}", err.message);
@@ -263,10 +253,7 @@ async fn errors_never_contain_the_api_key_or_url() {
     )
     .unwrap();
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
     assert!(!err.message.contains("sup3rs3cret"), "{}", err.message);
@@ -315,10 +302,7 @@ async fn a_redirect_to_another_host_is_not_followed() {
         redirecting_stooq(move |pq| format!("http://localhost:{}{pq}", elsewhere.port())).await;
     let client = client_with_key(&stooq);
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
     assert!(err.message.contains("another host"), "{}", err.message);
@@ -333,10 +317,7 @@ async fn a_redirect_to_another_port_of_the_same_host_is_not_followed() {
     let (stooq, _) = redirecting_stooq(move |pq| format!("http://{elsewhere}{pq}")).await;
     let client = client_with_key(&stooq);
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert!(err.message.contains("another host"), "{}", err.message);
     assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "the key left");
@@ -389,10 +370,7 @@ async fn a_redirect_loop_within_stooq_stops_after_three_hops_and_is_not_retried(
     let (stooq, hits) = redirecting_stooq(|pq| format!("/again{pq}")).await;
     let client = client_with_key(&stooq);
 
-    let err = client
-        .fetch(&[sym("aapl.us")], in_secs(5))
-        .await
-        .unwrap_err();
+    let err = failed_fetch(&client).await;
 
     assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
     assert!(err.message.contains("redirect"), "{}", err.message);

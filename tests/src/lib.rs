@@ -14,6 +14,7 @@ use fake_stooq::FakeStooq;
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+pub use shared::test_support::ports::refusing_addr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -233,18 +234,6 @@ impl StackBuilder {
         }
         Some(test_app)
     }
-}
-
-/// A loopback address that refuses connections for as long as the returned socket lives:
-/// bound (so nothing else can take the port) but never listening. Binding a listener and
-/// dropping it would free the port for anyone, a race with every other test.
-pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-    socket
-        .bind(([127, 0, 0, 1], 0).into())
-        .expect("bind a loopback port");
-    let addr = socket.local_addr().expect("its address");
-    (socket, addr)
 }
 
 /// A quote_service running in this process.

@@ -15,6 +15,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+// Re-exported where the tests call them; each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use shared::test_support::poll::wait_until;
 use shared::{ErrorCode, Quote, QuoteReply, QuoteRequest, Symbol};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -211,20 +214,6 @@ pub fn quote_for(symbol: &str) -> Quote {
 
 pub fn sym(s: &str) -> Symbol {
     Symbol::parse(s).unwrap()
-}
-
-/// Polls `check` every 20 ms until it holds, so a test waits for the event it needs (a
-/// poll, a consumer, a message seen) instead of sleeping and hoping; fails the test, naming
-/// `what`, if it does not hold within `within`.
-pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {within:?} for {what}, in vain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Serves `router` (an HTTP stand-in for the quote service) on a free loopback port until the

@@ -16,6 +16,9 @@ use quote_service::metrics::Metrics;
 use quote_service::quotes::QuoteService;
 use quote_service::upstream::StooqClient;
 use quote_service::{Application, Settings};
+// Re-exported where the tests call them; each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use shared::test_support::{poll::wait_until, ports::refusing_addr};
 use shared::{QuoteReply, QuoteRequest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -286,22 +289,16 @@ impl RpcClient {
 
     /// Consumers the broker has on `queue` right now.
     pub async fn consumer_count(&self, queue: &str) -> u32 {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue exists")
-            .consumer_count()
+        self.inspect(queue).await.consumer_count()
     }
 
     /// Messages ready in `queue` (not counting unacked ones).
     pub async fn ready_count(&self, queue: &str) -> u32 {
+        self.inspect(queue).await.message_count()
+    }
+
+    /// The broker's view of `queue`, which must exist: a passive declare creates nothing.
+    async fn inspect(&self, queue: &str) -> lapin::Queue {
         self.channel
             .queue_declare(
                 queue.into(),
@@ -313,7 +310,6 @@ impl RpcClient {
             )
             .await
             .expect("queue exists")
-            .message_count()
     }
 
     pub async fn delete_queue(&self, queue: &str) {
@@ -321,32 +317,6 @@ impl RpcClient {
             .channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await;
-    }
-}
-
-/// A loopback address that refuses connections for as long as the returned socket lives:
-/// bound (so nothing else can take the port) but never listening. Binding a listener and
-/// dropping it would free the port for anyone, a race with every other test.
-pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-    socket
-        .bind(([127, 0, 0, 1], 0).into())
-        .expect("bind a loopback port");
-    let addr = socket.local_addr().expect("its address");
-    (socket, addr)
-}
-
-/// Polls `check` every 20 ms until it holds, so a test waits for the event it needs (a
-/// fetch under way, a counter moved) instead of sleeping and hoping; fails the test, naming
-/// `what`, if it does not hold within `within`.
-pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {within:?} for {what}, in vain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

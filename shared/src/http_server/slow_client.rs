@@ -1,5 +1,6 @@
 //! Hostile HTTP clients for tests (feature `test-support`): connections that send half a
-//! request header and then nothing, and a way to see when the server closes them.
+//! request header and then nothing, and a way to see when the server closes them while
+//! well-behaved clients are still served.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +54,62 @@ pub async fn count_closed_within(streams: Vec<TcpStream>, limit: Duration) -> us
         }
     }
     closed
+}
+
+/// What [`watch_cut_off`] saw.
+#[cfg(feature = "test-support")]
+#[derive(Debug, Clone, Copy)]
+pub struct CutOff {
+    /// Slow connections the server closed within the limit.
+    pub closed: usize,
+    /// From the start of the watch until every slow connection was closed or the limit passed.
+    pub took: Duration,
+    /// Probes answered `200 OK` meanwhile.
+    pub probes_served: usize,
+    /// Probes that failed or got another status meanwhile.
+    pub probes_failed: usize,
+}
+
+/// Waits up to `limit` for the server to close the `slow` connections (from
+/// [`open_half_headers`]) while a well-behaved client probes `probe_url` every 50 ms, each
+/// probe with a 1 s timeout: the server must shed the slow clients without starving others.
+#[cfg(feature = "test-support")]
+pub async fn watch_cut_off(slow: Vec<TcpStream>, limit: Duration, probe_url: String) -> CutOff {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let started = Instant::now();
+    let probing = Arc::new(AtomicBool::new(true));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let prober = {
+        let (probing, served, failed) = (probing.clone(), served.clone(), failed.clone());
+        let client = reqwest::Client::new();
+        tokio::spawn(async move {
+            while probing.load(Ordering::SeqCst) {
+                let ok = client
+                    .get(&probe_url)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+                let counter = if ok { &served } else { &failed };
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let closed = count_closed_within(slow, limit).await;
+    let took = started.elapsed();
+    probing.store(false, Ordering::SeqCst);
+    prober.await.expect("the prober does not panic");
+
+    CutOff {
+        closed,
+        took,
+        probes_served: served.load(Ordering::SeqCst),
+        probes_failed: failed.load(Ordering::SeqCst),
+    }
 }
 
 /// Sends one complete `GET path` on `stream` and returns the raw response head and body

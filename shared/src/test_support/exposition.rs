@@ -61,6 +61,34 @@ pub fn check(text: &str) -> Result<Exposition, Vec<String>> {
     reader.finish()
 }
 
+/// Reads a `/metrics` response: asserts `200 OK`, then holds its body to [`check`], failing
+/// the test with every problem and the whole text. Returns the text and what it exposes.
+pub async fn read(response: reqwest::Response) -> (String, Exposition) {
+    assert_eq!(response.status(), 200, "/metrics answers 200");
+    let text = response.text().await.expect("the /metrics body is read");
+    let parsed =
+        check(&text).unwrap_or_else(|problems| panic!("{}\n---\n{text}", problems.join("\n")));
+    (text, parsed)
+}
+
+/// Asserts that `exposition` (read from `text`) exports exactly the `expected` families:
+/// none missing (recorded but never described, or not recorded at all) and none unknown.
+pub fn assert_families(exposition: &Exposition, expected: &[&str], text: &str) {
+    let exported: BTreeSet<&str> = exposition.families.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = expected.iter().copied().collect();
+    assert_eq!(exported, expected, "{text}");
+}
+
+/// Asserts that each of `lines` stands in `text` as a whole line (a sample and its value).
+pub fn assert_lines(text: &str, lines: &[&str]) {
+    for needle in lines {
+        assert!(
+            text.lines().any(|l| l == *needle),
+            "{needle} missing:\n{text}"
+        );
+    }
+}
+
 #[derive(Default)]
 struct Reader {
     problems: Vec<String>,

@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::exposition::Exposition;
+
 /// The methods of RFC 9110 and PATCH: the only ones a server should name in a label.
 pub const STANDARD_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -87,6 +89,29 @@ pub async fn send_all(addr: SocketAddr, requests: &[JunkRequest]) {
             panic!("{} {}: {e}", request.method, request.target);
         }
     }
+}
+
+/// Asserts that a second round of junk requests, of the same shapes as the first but with
+/// fresh random text, added no series: every label value comes from a fixed set, so once the
+/// first round has produced each, the count stays put. Prints the counts at the start
+/// (`untouched`) and after each round, the figures to read when it fails.
+pub fn assert_second_round_added_no_series(
+    untouched: &Exposition,
+    after_first: &Exposition,
+    after_second: &Exposition,
+    after_second_text: &str,
+) {
+    eprintln!(
+        "series: {} at start, {} after a first round of junk requests, {} after a second",
+        untouched.series_count(),
+        after_first.series_count(),
+        after_second.series_count()
+    );
+    assert_eq!(
+        after_second.series_count(),
+        after_first.series_count(),
+        "a second round of junk requests of the same shapes added series:\n{after_second_text}"
+    );
 }
 
 fn status_of(response: &[u8]) -> Option<u16> {

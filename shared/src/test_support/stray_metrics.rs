@@ -69,6 +69,16 @@ pub fn names() -> Vec<String> {
         .clone()
 }
 
+/// Asserts that nothing was recorded or described where no exporter sees it (needs
+/// [`install`] first).
+pub fn assert_none() {
+    assert_eq!(
+        names(),
+        Vec::<String>::new(),
+        "recorded where /metrics never shows them"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
