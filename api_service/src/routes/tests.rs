@@ -98,6 +98,16 @@ impl TestApp {
         self.send(request.body(body).unwrap()).await
     }
 
+    async fn patch_user(&self, token: &str, username: &str, body: &str) -> Reply {
+        let uri = format!("/api/v1/users/{username}");
+        self.send_json("PATCH", &uri, token, Some(body)).await
+    }
+
+    async fn delete_user(&self, token: &str, username: &str) -> Reply {
+        let uri = format!("/api/v1/users/{username}");
+        self.send_json("DELETE", &uri, token, None).await
+    }
+
     async fn login(&self, username: &str, password: &str) -> String {
         let reply = self
             .post(
@@ -1007,12 +1017,7 @@ async fn a_password_reset_by_an_admin_revokes_the_users_tokens() {
     let old = app.login("alice", "alice-password").await;
 
     let reply = app
-        .send_json(
-            "PATCH",
-            "/api/v1/users/alice",
-            &admin,
-            Some(r#"{"password":"a-new-password"}"#),
-        )
+        .patch_user(&admin, "alice", r#"{"password":"a-new-password"}"#)
         .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -1031,14 +1036,7 @@ async fn a_role_change_takes_effect_with_the_next_login() {
     let admin = app.login("root", "root-password").await;
     let old = app.login("alice", "alice-password").await;
 
-    let reply = app
-        .send_json(
-            "PATCH",
-            "/api/v1/users/alice",
-            &admin,
-            Some(r#"{"role":"admin"}"#),
-        )
-        .await;
+    let reply = app.patch_user(&admin, "alice", r#"{"role":"admin"}"#).await;
 
     assert_eq!(reply.body["role"], "admin", "{}", reply.body);
     let refused = app.get("/api/v1/stats", Some(&old)).await;
@@ -1056,16 +1054,12 @@ async fn an_admin_deletes_a_user_whose_tokens_then_stop_working() {
     let admin = app.login("root", "root-password").await;
     let alice = app.login("alice", "alice-password").await;
 
-    let reply = app
-        .send_json("DELETE", "/api/v1/users/alice", &admin, None)
-        .await;
+    let reply = app.delete_user(&admin, "alice").await;
 
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
     let refused = app.get("/api/v1/users/history", Some(&alice)).await;
     assert_envelope(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
-    let again = app
-        .send_json("DELETE", "/api/v1/users/alice", &admin, None)
-        .await;
+    let again = app.delete_user(&admin, "alice").await;
     assert_envelope(&again, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -1075,17 +1069,13 @@ async fn an_empty_patch_changes_nothing_and_revokes_nothing() {
     let admin = app.login("root", "root-password").await;
     let alice = app.login("alice", "alice-password").await;
 
-    let reply = app
-        .send_json("PATCH", "/api/v1/users/alice", &admin, Some("{}"))
-        .await;
+    let reply = app.patch_user(&admin, "alice", "{}").await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["role"], "user");
     let still = app.get("/api/v1/users/history", Some(&alice)).await;
     assert_eq!(still.status, StatusCode::OK, "{}", still.body);
-    let missing = app
-        .send_json("PATCH", "/api/v1/users/nobody", &admin, Some("{}"))
-        .await;
+    let missing = app.patch_user(&admin, "nobody", "{}").await;
     assert_envelope(&missing, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -1094,17 +1084,8 @@ async fn the_last_admin_cannot_be_deleted_or_demoted() {
     let app = app().await;
     let admin = app.login("root", "root-password").await;
 
-    let delete = app
-        .send_json("DELETE", "/api/v1/users/root", &admin, None)
-        .await;
-    let demote = app
-        .send_json(
-            "PATCH",
-            "/api/v1/users/root",
-            &admin,
-            Some(r#"{"role":"user"}"#),
-        )
-        .await;
+    let delete = app.delete_user(&admin, "root").await;
+    let demote = app.patch_user(&admin, "root", r#"{"role":"user"}"#).await;
 
     assert_envelope(&delete, StatusCode::CONFLICT, "conflict");
     assert_envelope(&demote, StatusCode::CONFLICT, "conflict");
