@@ -99,16 +99,7 @@ impl Worker {
     /// The exit status once the process has exited, or `None` if it is still running after
     /// `limit`.
     async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        shared::test_support::poll::wait_exit(&mut self.child, limit).await
     }
 
     /// Polls until the queue has a consumer (the worker's), failing at once if the worker

@@ -188,16 +188,7 @@ impl Process {
 
     /// The exit status once the process has exited, or `None` if it still runs after `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        shared::test_support::poll::wait_exit(&mut self.child, limit).await
     }
 
     /// Polls `/readyz` until it answers 200; fails at once if the process died instead.
