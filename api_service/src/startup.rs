@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use shared::http_server::{self, HttpServerSettings};
 
+use crate::auth::login_throttle::{self, SharedCounts};
 use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -62,17 +63,14 @@ impl Application {
         let hasher = Hasher::new(settings.effective_hash_concurrency())
             .await
             .context("initialising password hashing")?;
+        let login_throttle = Arc::new(login_throttle(&settings, store.as_ref()));
         let state = AppState {
             store,
             transport,
             jwt: Arc::new(jwt),
             hasher,
             users: Arc::new(UserCache::new(settings.user_cache_ttl)),
-            login_throttle: Arc::new(LoginThrottle::new(
-                settings.login_max_failures,
-                settings.login_max_failures_per_ip,
-                settings.login_lockout,
-            )),
+            login_throttle,
             metrics: Arc::new(Metrics::new()),
             top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
         };
@@ -186,6 +184,19 @@ impl Application {
         self.state.transport.shutdown().await;
         self.state.store.close().await;
         Ok(())
+    }
+}
+
+/// On PostgreSQL the counts are shared by every instance through the database.
+fn login_throttle(settings: &Settings, store: &dyn Store) -> LoginThrottle {
+    let throttle = LoginThrottle::new(
+        settings.login_max_failures,
+        settings.login_max_failures_per_ip,
+        settings.login_lockout,
+    );
+    match store.postgres_pool() {
+        Some(pool) => throttle.sharing_through(SharedCounts::new(pool, login_throttle::CAPACITY)),
+        None => throttle,
     }
 }
 

@@ -117,6 +117,13 @@ fn refused(refusal: Refusal, address: Option<std::net::IpAddr>) -> ApiError {
             Duration::from_secs(1),
         ),
         Refusal::Full(wait) => ("too many logins being tracked; try again later", wait),
+        Refusal::Unavailable => {
+            return ApiError::Unavailable {
+                code: "database_unavailable",
+                message: "the database is unavailable, try again shortly".into(),
+                detail: "the login throttle's shared counts could not be read".into(),
+            };
+        }
     };
     tracing::warn!(?address, ?refusal, "login throttled");
     ApiError::TooManyRequests {

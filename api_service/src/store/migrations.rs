@@ -41,6 +41,11 @@ const POSTGRES: &[Script] = &[
         "history positions",
         include_str!("../../migrations/postgres/0003_history_positions.sql"),
     ),
+    (
+        4,
+        "login throttle",
+        include_str!("../../migrations/postgres/0004_login_throttle.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {

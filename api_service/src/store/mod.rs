@@ -245,6 +245,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Pool occupancy now (no I/O), for `/metrics`.
     fn pool_stats(&self) -> PoolStats;
+    /// The PostgreSQL pool, for state every instance must share beyond this trait (the login
+    /// throttle's counts); `None` on SQLite, which serves one instance.
+    fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        None
+    }
     /// Group-commit batches so far (no I/O), for `/metrics`.
     fn write_stats(&self) -> WriteStats;
 

@@ -489,6 +489,10 @@ impl Store for PostgresStore {
         pool::occupancy(&self.pool)
     }
 
+    fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        Some(self.pool.clone())
+    }
+
     fn write_stats(&self) -> WriteStats {
         self.commits.stats()
     }

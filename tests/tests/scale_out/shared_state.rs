@@ -66,11 +66,8 @@ async fn a_logout_through_one_instance_is_refused_by_the_other_within_3_s() {
     );
 }
 
-/// Fails today (B answers 200): the login throttle's counts live in each process. Kept, not
-/// weakened, as the acceptance check for sharing them through the database; run it with
-/// `cargo nextest run -p tests --test scale_out --run-ignored only lockout`.
+/// Run on its own with `cargo nextest run -p tests --test scale_out lockout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "login throttle counts are per instance until they are shared through the database"]
 async fn a_login_lockout_through_one_instance_holds_on_the_other() {
     const MAX_FAILURES: u32 = 3;
     // Arrange: both instances lock a username and address after MAX_FAILURES failures.

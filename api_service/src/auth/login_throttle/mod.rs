@@ -33,9 +33,11 @@
 //! devices, or many users behind one NAT, must not be refused for succeeding. Failures are
 //! forgotten `LOGIN_LOCKOUT` after the latest one. Every table is bounded: when one is full
 //! of live entries a login that needs a new entry is refused (429), never left uncounted.
-//! Counts are per process (each API instance keeps its own).
+//! On SQLite (one instance) the counts live in this process; on PostgreSQL they live in the
+//! database ([`SharedCounts`]), so every instance applies the limits together.
 
 mod client_addr;
+mod shared;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -50,10 +52,11 @@ use tokio::time::Instant;
 use tokio::sync::Notify;
 
 pub use client_addr::{ClientAddr, ClientNet};
+pub use shared::SharedCounts;
 use table::{OnSuccess, OverLimit, Slot, Table, Verdict};
 
 /// Most keys one table tracks at once (a few hundred bytes each).
-const CAPACITY: usize = 100_000;
+pub const CAPACITY: usize = 100_000;
 
 /// How long an attempt waits for attempts in flight to free a slot. A login is one argon2
 /// hash, well under a second, so this runs out only when the key is flooded.
@@ -62,6 +65,9 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long a successful login from a network exempts that username's later attempts from
 /// there from the account's pace.
 pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often an attempt waiting for a slot looks at the shared counts again.
+const SHARED_POLL: Duration = Duration::from_millis(100);
 
 /// When a full table refuses a login, how soon to try again.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -79,6 +85,8 @@ pub enum Refusal {
     Busy,
     /// Too many usernames or networks are being tracked to count this one; try again later.
     Full(Duration),
+    /// The shared counts (in the database) cannot be read: nothing can be checked now.
+    Unavailable,
 }
 
 type PairKey = (String, Option<ClientNet>);
@@ -91,6 +99,8 @@ pub struct LoginThrottle {
     known: KnownNetworks,
     /// Wakes attempts waiting for a slot whenever an admitted attempt ends.
     finished: Notify,
+    /// Counts kept in the database for every instance, instead of the tables above.
+    shared: Option<SharedCounts>,
 }
 
 impl LoginThrottle {
@@ -141,7 +151,15 @@ impl LoginThrottle {
                 entries: Mutex::default(),
             },
             finished: Notify::new(),
+            shared: None,
         }
+    }
+
+    /// Keeps the counts in the database (PostgreSQL) instead of this process, so that every
+    /// instance sharing it applies the limits together; the rules stay the same.
+    pub fn sharing_through(mut self, counts: SharedCounts) -> Self {
+        self.shared = Some(counts);
+        self
     }
 
     /// Admits a login attempt, waiting (a few seconds at most) while the slots it needs are
@@ -162,12 +180,34 @@ impl LoginThrottle {
             let mut finished = std::pin::pin!(finished);
             finished.as_mut().enable();
 
-            match self.try_admit(user.clone(), net, Instant::now()) {
+            let look = match &self.shared {
+                None => self.try_admit(user.clone(), net, Instant::now()),
+                Some(shared) => match shared.try_admit(self, user.as_deref(), net).await {
+                    Ok(look) => look.map(|held| Attempt {
+                        throttle: Arc::clone(self),
+                        user: user.clone(),
+                        net,
+                        held,
+                        verdict: None,
+                        admitted: true,
+                    }),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "login throttle: shared counts unavailable");
+                        Err(Some(Refusal::Unavailable))
+                    }
+                },
+            };
+            match look {
                 Ok(attempt) => return Ok(attempt),
                 Err(Some(refusal)) => return Err(refusal),
                 Err(None) => {}
             }
-            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+            // Attempts ending on other instances wake no one here: look again soon.
+            let wake = match self.shared {
+                None => deadline,
+                Some(_) => deadline.min(Instant::now() + SHARED_POLL),
+            };
+            if tokio::time::timeout_at(wake, finished).await.is_err() && wake >= deadline {
                 return Err(Refusal::Busy);
             }
         }
@@ -293,6 +333,10 @@ impl Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
+        if self.throttle.shared.is_some() {
+            self.finish_shared();
+            return;
+        }
         let throttle = &self.throttle;
         let (held, verdict, now) = (self.held, self.verdict, Instant::now());
         if let Some(net) = &self.net {
@@ -309,5 +353,31 @@ impl Drop for Attempt {
         if self.admitted {
             throttle.finished.notify_waiters();
         }
+    }
+}
+
+impl Attempt {
+    /// Records the verdict in the shared counts, in a task of its own (a drop cannot wait).
+    /// Until it commits, the attempt's lease still holds its slots, so no one is admitted on
+    /// the strength of a failure not written yet; without a runtime the lease runs out.
+    fn finish_shared(&mut self) {
+        if !self.admitted {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let throttle = Arc::clone(&self.throttle);
+        let (user, net, held, verdict) = (self.user.take(), self.net, self.held, self.verdict);
+        runtime.spawn(async move {
+            if let Some(shared) = &throttle.shared
+                && let Err(err) = shared
+                    .finish(&throttle, user.as_deref(), net, held, verdict)
+                    .await
+            {
+                tracing::warn!(error = %err, "login throttle: could not record a verdict");
+            }
+            throttle.finished.notify_waiters();
+        });
     }
 }

@@ -29,20 +29,20 @@ pub(super) enum OnSuccess {
     Keep,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Strikes {
     pub(super) failures: u32,
     /// Meaningless while `failures` is 0.
-    last_failure: Instant,
-    locked_until: Option<Instant>,
+    pub(super) last_failure: Instant,
+    pub(super) locked_until: Option<Instant>,
     /// With [`OverLimit::Pace`]: the earliest admission of the next attempt.
-    next_slot: Option<Instant>,
+    pub(super) next_slot: Option<Instant>,
     /// Admitted attempts still without a verdict.
     pub(super) in_flight: u32,
 }
 
 impl Strikes {
-    fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Self {
             failures: 0,
             last_failure: now,
@@ -128,6 +128,16 @@ impl<K: Eq + Hash + Clone> Table<K> {
         let Some(strikes) = self.entry(&mut entries, key, now) else {
             return Slot::Full;
         };
+        self.reserve_in(strikes, now)
+    }
+
+    /// [`Self::reserve`] on one key's counts, wherever they are kept (this table, or the
+    /// database for counts shared by every instance). Stale failures must be forgotten first
+    /// ([`Self::refresh`]).
+    pub(super) fn reserve_in(&self, strikes: &mut Strikes, now: Instant) -> Slot {
+        if self.limit == 0 {
+            return Slot::Held { tracked: false };
+        }
         match self.over_limit {
             OverLimit::Lock => {
                 if let Some(until) = strikes.locked_until.filter(|&until| until > now) {
@@ -161,24 +171,55 @@ impl<K: Eq + Hash + Clone> Table<K> {
         if verdict == Some(Verdict::Failed)
             && let Some(strikes) = self.entry(&mut entries, key, now)
         {
-            strikes.failures = strikes.failures.saturating_add(1);
-            strikes.last_failure = now;
-            if self.over_limit == OverLimit::Lock && strikes.failures >= self.limit {
-                strikes.locked_until = Some(now + self.window);
-            }
+            self.fail_in(strikes, now);
         }
         let Some(strikes) = entries.get_mut(key) else {
             return;
         };
+        if self.release_in(strikes, held, verdict) {
+            entries.remove(key);
+        }
+    }
+
+    /// One more failure on a key's counts.
+    pub(super) fn fail_in(&self, strikes: &mut Strikes, now: Instant) {
+        strikes.failures = strikes.failures.saturating_add(1);
+        strikes.last_failure = now;
+        if self.over_limit == OverLimit::Lock && strikes.failures >= self.limit {
+            strikes.locked_until = Some(now + self.window);
+        }
+    }
+
+    /// Frees the attempt's slot (if it `held` one) and applies a success; true when nothing
+    /// is left worth keeping.
+    pub(super) fn release_in(
+        &self,
+        strikes: &mut Strikes,
+        held: bool,
+        verdict: Option<Verdict>,
+    ) -> bool {
         if held {
             strikes.in_flight = strikes.in_flight.saturating_sub(1);
         }
         if verdict == Some(Verdict::Succeeded) && self.on_success == OnSuccess::Forgive {
             strikes.forget_failures();
         }
-        if strikes.in_flight == 0 && strikes.failures == 0 {
-            entries.remove(key);
+        strikes.in_flight == 0 && strikes.failures == 0
+    }
+
+    /// Forgets a key's failures once they are stale.
+    pub(super) fn refresh(&self, strikes: &mut Strikes, now: Instant) {
+        if strikes.stale(now, self.window) {
+            strikes.forget_failures();
         }
+    }
+
+    pub(super) fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    pub(super) fn window(&self) -> Duration {
+        self.window
     }
 
     /// `key`'s entry with stale failures forgotten, created if there is room. A full table
@@ -204,9 +245,7 @@ impl<K: Eq + Hash + Clone> Table<K> {
         let strikes = entries
             .entry(key.clone())
             .or_insert_with(|| Strikes::new(now));
-        if strikes.stale(now, self.window) {
-            strikes.forget_failures();
-        }
+        self.refresh(strikes, now);
         Some(strikes)
     }
 }
