@@ -996,6 +996,11 @@ async fn postgres_outage_is_unavailable_and_recovers() {
     assert!(write.is_unavailable(), "record_quote: {write:?}");
     let read = store.history_page(u.id, None, 10).await.unwrap_err();
     assert!(read.is_unavailable(), "history_page: {read:?}");
+    // Each outage names the server that was tried (never the URL, which holds a password).
+    let tried = format!("127.0.0.1:{port}");
+    for err in [&write, &read] {
+        assert!(err.to_string().contains(&tried), "no {tried} in {err}");
+    }
     let elapsed = started.elapsed();
     eprintln!("three calls during the outage failed in {elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "fails fast: {elapsed:?}");

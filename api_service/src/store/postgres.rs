@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
 use tracing::instrument;
 
 use super::errors::{at_endpoint, postgres_endpoint};
@@ -51,12 +52,32 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|err| at_endpoint(err.into(), &endpoint))?;
-        let commits = GroupCommit::spawn(PostgresWriter { pool: pool.clone() });
+        let commits = GroupCommit::spawn(PostgresWriter {
+            pool: pool.clone(),
+            endpoint: endpoint.clone(),
+        });
         Ok(PostgresStore {
             pool,
             commits,
             endpoint,
         })
+    }
+
+    /// A pooled connection. A pool that cannot give one ("pool timed out") names the server
+    /// it was waiting for, so a per-request 503 in the log says where the outage is.
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|err| at_endpoint(err.into(), &self.endpoint))
+    }
+
+    /// A transaction, with outages named as in [`Self::conn`].
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|err| at_endpoint(err.into(), &self.endpoint))
     }
 
     /// The underlying pool, for tests and benchmarks that need raw SQL.
@@ -213,12 +234,18 @@ async fn insert_rows(
 
 struct PostgresWriter {
     pool: PgPool,
+    /// Named in outages (see [`at_endpoint`]).
+    endpoint: String,
 }
 
 #[async_trait]
 impl BatchWriter for PostgresWriter {
     async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|err| at_endpoint(err.into(), &self.endpoint))?;
         insert_rows(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(())
@@ -238,7 +265,7 @@ impl Store for PostgresStore {
         .bind(&user.password_hash)
         .bind(user.role.as_str())
         .bind(created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(User {
             id: row.try_get("id")?,
@@ -256,7 +283,7 @@ impl Store for PostgresStore {
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
         )))
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -267,7 +294,7 @@ impl Store for PostgresStore {
             "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -276,7 +303,7 @@ impl Store for PostgresStore {
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -287,7 +314,7 @@ impl Store for PostgresStore {
         username: &str,
         change: UserChange,
     ) -> Result<ChangeOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Every admin row locked first, in id order: concurrent demotions or deletions of the
         // last admins queue here, and each sees what the one before it committed.
         let admins: Vec<i64> =
@@ -337,7 +364,7 @@ impl Store for PostgresStore {
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = token.user_id))]
     async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // The user's row lock orders this user's logouts (the count below stays exact); a
         // deleted user has no tokens left to revoke.
         let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
@@ -388,7 +415,7 @@ impl Store for PostgresStore {
         )
         .bind(user_id)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?)
     }
 
@@ -404,7 +431,7 @@ impl Store for PostgresStore {
                 .bind(new)
                 .bind(user_id)
                 .bind(old)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -431,7 +458,7 @@ impl Store for PostgresStore {
         .bind(user_id)
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .iter()
@@ -446,7 +473,7 @@ impl Store for PostgresStore {
              ORDER BY times_requested DESC, symbol ASC LIMIT $1",
         )
         .bind(i64::from(n))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows
             .iter()
@@ -480,6 +507,7 @@ impl Store for PostgresStore {
             entries.iter().map(|entry| (user_id, entry)).collect();
         PostgresWriter {
             pool: self.pool.clone(),
+            endpoint: self.endpoint.clone(),
         }
         .write_batch(&rows)
         .await
