@@ -168,3 +168,40 @@ async fn the_owner_at_a_known_network_skips_the_pace_set_through_the_other_insta
         owner.map(|_| ())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_refuses_new_keys_until_stale_rows_are_swept() {
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    let store = store::connect(db.url(), 8).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let pool = store.postgres_pool().expect("a PostgreSQL store");
+    // Room for one attempt's three rows; failures are remembered for one second.
+    let window = Duration::from_secs(1);
+    let throttle = Arc::new(
+        LoginThrottle::new(5, 20, window).sharing_through(SharedCounts::with_lease(
+            pool,
+            1,
+            Duration::from_secs(60),
+        )),
+    );
+    fail(&throttle, "first", "10.0.1.1").await;
+    let full = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match throttle.admit("second", ip("10.0.1.2")).await {
+                Err(Refusal::Full(_)) => return,
+                Err(Refusal::Busy) => continue,
+                other => panic!("expected a full table: {:?}", other.map(|_| ())),
+            }
+        }
+    })
+    .await;
+    assert!(full.is_ok(), "the table never filled");
+
+    // Once the first attempt's rows have nothing left to remember, they are swept.
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    let later = throttle.admit("second", ip("10.0.1.2")).await;
+
+    assert!(later.is_ok(), "still full: {:?}", later.map(|_| ()));
+}

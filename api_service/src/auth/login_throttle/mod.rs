@@ -66,8 +66,11 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// there from the account's pace.
 pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How often an attempt waiting for a slot looks at the shared counts again.
-const SHARED_POLL: Duration = Duration::from_millis(100);
+/// How soon an attempt waiting for a slot looks at the shared counts again: the first time,
+/// and at most (the wait doubles in between, so a crowd of waiters costs the database a few
+/// looks each, not ten a second).
+const SHARED_POLL_FIRST: Duration = Duration::from_millis(50);
+const SHARED_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// When a full table refuses a login, how soon to try again.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -174,6 +177,7 @@ impl LoginThrottle {
             .is_ok()
             .then(|| username.to_owned());
         let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut poll = SHARED_POLL_FIRST;
         loop {
             // Listen before looking, so an attempt that ends in between still wakes us.
             let finished = self.finished.notified();
@@ -205,7 +209,11 @@ impl LoginThrottle {
             // Attempts ending on other instances wake no one here: look again soon.
             let wake = match self.shared {
                 None => deadline,
-                Some(_) => deadline.min(Instant::now() + SHARED_POLL),
+                Some(_) => {
+                    let wake = deadline.min(Instant::now() + poll);
+                    poll = (poll * 2).min(SHARED_POLL_MAX);
+                    wake
+                }
             };
             if tokio::time::timeout_at(wake, finished).await.is_err() && wake >= deadline {
                 return Err(Refusal::Busy);

@@ -12,6 +12,7 @@
 //! deleted; the table is bounded like the in-memory ones (a login needing a new row while it
 //! is full is refused, never uncounted).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{PgConnection, PgPool, Row};
@@ -28,6 +29,8 @@ pub struct SharedCounts {
     pool: PgPool,
     lease: Duration,
     capacity: i64,
+    /// When this instance last swept stale rows (Unix ms).
+    last_sweep_ms: AtomicI64,
 }
 
 /// One key's row, read under its lock, and how many live leases it had.
@@ -113,6 +116,7 @@ impl SharedCounts {
             pool,
             lease,
             capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+            last_sweep_ms: AtomicI64::new(0),
         }
     }
 
@@ -126,9 +130,10 @@ impl SharedCounts {
     ) -> Result<Result<Held, Option<Refusal>>, sqlx::Error> {
         let clock = Clock::read();
         let keys = Keys::of(user, net);
+        self.sweep_now_and_then(clock).await?;
         let mut tx = self.pool.begin().await?;
         let (mut rows, created) = self.lock_rows(&mut tx, &keys.all(), clock).await?;
-        if created && self.is_full(&mut tx, clock).await? {
+        if created && self.is_full(&mut tx).await? {
             return Ok(Err(Some(Refusal::Full(super::FULL_RETRY_AFTER))));
         }
         let mut held = Held::default();
@@ -241,23 +246,35 @@ impl SharedCounts {
         keys: &[String],
         clock: Clock,
     ) -> Result<(Vec<Loaded>, bool), sqlx::Error> {
-        let created = sqlx::query(
-            "INSERT INTO login_throttle (key, failures, last_failure, leases, expires_at) \
-             SELECT key, 0, 0, '{}', 0 FROM UNNEST($1::text[]) AS k(key) ORDER BY key \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(keys)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        let rows = sqlx::query(
-            "SELECT key, failures, last_failure, locked_until, next_slot, leases \
-             FROM login_throttle WHERE key = ANY($1) ORDER BY key FOR UPDATE",
-        )
-        .bind(keys)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut created = false;
+        // A row that existed when inserting may be deleted (nothing left to remember) by
+        // another transaction before it is locked here: then create it again.
+        let mut rows = Vec::new();
+        for _ in 0..3 {
+            created |= sqlx::query(
+                "INSERT INTO login_throttle (key, failures, last_failure, leases, expires_at) \
+                 SELECT key, 0, 0, '{}', 0 FROM UNNEST($1::text[]) AS k(key) ORDER BY key \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(keys)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            rows = sqlx::query(
+                "SELECT key, failures, last_failure, locked_until, next_slot, leases \
+                 FROM login_throttle WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            )
+            .bind(keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.len() == keys.len() {
+                break;
+            }
+        }
+        if rows.len() != keys.len() {
+            return Err(sqlx::Error::RowNotFound);
+        }
         let mut loaded = Vec::with_capacity(rows.len());
         for row in rows {
             let failures: i32 = row.try_get("failures")?;
@@ -346,16 +363,32 @@ impl SharedCounts {
         Ok(())
     }
 
-    /// After creating a row: sweeps some rows with nothing left to remember, then says
-    /// whether the table is over its bound.
-    async fn is_full(&self, tx: &mut PgConnection, clock: Clock) -> Result<bool, sqlx::Error> {
+    /// Deletes rows with nothing left to remember, at most once a second per instance and
+    /// before the attempt's own transaction (so it commits even when the attempt is refused,
+    /// and never needs a second connection while one is held). Rows locked by others are
+    /// skipped.
+    async fn sweep_now_and_then(&self, clock: Clock) -> Result<(), sqlx::Error> {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if clock.now_ms - last < 1000
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, clock.now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
         sqlx::query(
             "DELETE FROM login_throttle WHERE key IN (SELECT key FROM login_throttle \
-             WHERE expires_at <= $1 AND expires_at > 0 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+             WHERE expires_at <= $1 AND expires_at > 0 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
         )
         .bind(clock.now_ms)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// After creating a row: whether the table is over its bound.
+    async fn is_full(&self, tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM login_throttle")
             .fetch_one(&mut *tx)
             .await?;
