@@ -23,3 +23,6 @@ CREATE TABLE login_known_networks (
     last_success BIGINT NOT NULL,
     PRIMARY KEY (username, network)
 );
+
+-- Entries older than 30 days are swept.
+CREATE INDEX login_known_networks_age ON login_known_networks (last_success);

@@ -61,19 +61,52 @@ struct Entry {
 
 pub struct UserCache {
     ttl: Duration,
-    entries: Mutex<HashMap<i64, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_id: HashMap<i64, Entry>,
+    /// Bumped by every invalidation: a record read from the store before one must not be
+    /// cached after it (it may predate a logout or a password change).
+    epoch: u64,
+}
+
+impl std::ops::Deref for Entries {
+    type Target = HashMap<i64, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.by_id
+    }
 }
 
 impl UserCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.entries().epoch
+    }
+
+    /// Caches a record read from the store since `epoch`, unless an invalidation came in
+    /// between.
+    fn insert_if_current(&self, id: i64, record: Option<UserRecord>, epoch: u64) {
+        if self.entries().epoch == epoch {
+            self.insert(id, record);
+        }
     }
 
     /// A fresh cached answer: `Some(None)` means "known not to exist".
@@ -105,7 +138,9 @@ impl UserCache {
     }
 
     pub fn invalidate(&self, id: i64) {
-        self.entries().remove(&id);
+        let mut entries = self.entries();
+        entries.remove(&id);
+        entries.epoch += 1;
     }
 
     /// The user's record from the cache, or from the store (and then cached).
@@ -117,19 +152,28 @@ impl UserCache {
         if let Some(cached) = self.get(id) {
             return Ok(cached);
         }
+        self.read_through(store, id).await
+    }
+
+    async fn read_through(
+        &self,
+        store: &dyn Store,
+        id: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let epoch = self.epoch();
         let record = match store.user_by_id(id).await? {
             Some(user) => Some(UserRecord::load(store, &user).await?),
             None => None,
         };
-        self.insert(id, record.clone());
+        self.insert_if_current(id, record.clone(), epoch);
         Ok(record)
     }
 
     /// Caches `user` as just read (after a login, whose token comes straight back).
+    /// Read again rather than taken from the login's own read, which is older than the
+    /// password check: a change made meanwhile must not be cached over.
     pub async fn warm(&self, store: &dyn Store, user: &User) -> Result<(), StoreError> {
-        let record = UserRecord::load(store, user).await?;
-        self.insert(user.id, Some(record));
-        Ok(())
+        self.read_through(store, user.id).await.map(|_| ())
     }
 }
 
@@ -215,5 +259,27 @@ mod record_tests {
     #[test]
     fn a_token_from_before_a_password_or_role_change_is_refused() {
         assert!(!record(1, &[]).accepts("mine", 0));
+    }
+}
+
+#[cfg(test)]
+mod invalidation_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_read_before_an_invalidation_is_not_cached_after_it() {
+        let cache = UserCache::new(Duration::from_secs(2));
+        let epoch = cache.epoch();
+        let stale = UserRecord {
+            role: Role::User,
+            created_at: 0,
+            token_version: 0,
+            revoked: Arc::new([]),
+        };
+
+        cache.invalidate(7);
+        cache.insert_if_current(7, Some(stale), epoch);
+
+        assert_eq!(cache.get(7), None);
     }
 }

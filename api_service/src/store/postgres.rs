@@ -315,22 +315,26 @@ impl Store for PostgresStore {
         change: UserChange,
     ) -> Result<ChangeOutcome, StoreError> {
         let mut tx = self.begin().await?;
-        // Every admin row locked first, in id order: concurrent demotions or deletions of the
-        // last admins queue here, and each sees what the one before it committed.
-        let admins: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE")
-                .fetch_all(&mut *tx)
-                .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = $1 FOR UPDATE"
+        // Every admin row and the target, locked together in id order (the order history
+        // writes lock users in, so the two cannot deadlock): concurrent demotions or
+        // deletions of the last admins queue here, and each sees what the one before it
+        // committed.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE role = 'admin' OR username = $1 \
+             ORDER BY id FOR UPDATE"
         )))
         .bind(username)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(user) = row.as_ref().map(user_from_row).transpose()? else {
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<User>, _>>()?;
+        let admins = users.iter().filter(|u| u.role == Role::Admin).count();
+        let Some(user) = users.into_iter().find(|u| u.username == username) else {
             return Ok(ChangeOutcome::NotFound);
         };
-        if change.removes_admin(&user) && admins.len() <= 1 {
+        if change.removes_admin(&user) && admins <= 1 {
             return Ok(ChangeOutcome::LastAdmin);
         }
         let outcome = match change {

@@ -25,7 +25,21 @@ use super::{ClientNet, Held, LoginThrottle, Refusal};
 /// (a bounded wait for a hashing slot plus one argon2 run).
 pub const LEASE: Duration = Duration::from_secs(60);
 
+/// Verdict writes retried after the first.
+const FINISH_TRIES: u32 = 4;
+
+/// Throttle transactions one instance runs at once: the rest wait in the process, holding
+/// no pooled connection, so a login flood cannot starve the service's other queries.
+const CONCURRENT_TRANSACTIONS: usize = 3;
+
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "55P03")
+}
+
 pub struct SharedCounts {
+    gate: tokio::sync::Semaphore,
     pool: PgPool,
     lease: Duration,
     capacity: i64,
@@ -117,6 +131,7 @@ impl SharedCounts {
             lease,
             capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
             last_sweep_ms: AtomicI64::new(0),
+            gate: tokio::sync::Semaphore::new(CONCURRENT_TRANSACTIONS),
         }
     }
 
@@ -131,9 +146,20 @@ impl SharedCounts {
         let clock = Clock::read();
         let keys = Keys::of(user, net);
         self.sweep_now_and_then(clock).await?;
-        let mut tx = self.pool.begin().await?;
-        let (mut rows, created) = self.lock_rows(&mut tx, &keys.all(), clock).await?;
-        if created && self.is_full(&mut tx).await? {
+        let _turn = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut tx = self.begin().await?;
+        let (mut rows, created) = match self.lock_rows(&mut tx, &keys.all(), clock).await {
+            Ok(locked) => locked,
+            // Another attempt holds a row: busy, look again later without holding a
+            // connection meanwhile.
+            Err(err) if is_lock_timeout(&err) => return Ok(Err(None)),
+            Err(err) => return Err(err),
+        };
+        if created && self.is_full(&mut tx, clock).await? {
             return Ok(Err(Some(Refusal::Full(super::FULL_RETRY_AFTER))));
         }
         let mut held = Held::default();
@@ -178,8 +204,34 @@ impl SharedCounts {
         Ok(Ok(held))
     }
 
-    /// Records how an admitted attempt ended and gives back the slots it held.
+    /// Records how an admitted attempt ended and gives back the slots it held, retrying a
+    /// few times (a verdict lost would be a failure uncounted; until it is written, the
+    /// attempt's lease keeps its slot taken).
     pub(super) async fn finish(
+        &self,
+        throttle: &LoginThrottle,
+        user: Option<&str>,
+        net: Option<ClientNet>,
+        held: Held,
+        verdict: Option<Verdict>,
+    ) -> Result<(), sqlx::Error> {
+        let mut pause = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match self.finish_once(throttle, user, net, held, verdict).await {
+                Ok(()) => return Ok(()),
+                Err(err) if tries < FINISH_TRIES => {
+                    tracing::debug!(error = %err, "login throttle: retrying a verdict");
+                    tries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn finish_once(
         &self,
         throttle: &LoginThrottle,
         user: Option<&str>,
@@ -189,7 +241,12 @@ impl SharedCounts {
     ) -> Result<(), sqlx::Error> {
         let clock = Clock::read();
         let keys = Keys::of(user, net);
-        let mut tx = self.pool.begin().await?;
+        let _turn = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut tx = self.begin().await?;
         let (mut rows, _) = self.lock_rows(&mut tx, &keys.all(), clock).await?;
         if let Some(key) = &keys.address {
             settle(
@@ -384,14 +441,36 @@ impl SharedCounts {
         .bind(clock.now_ms)
         .execute(&self.pool)
         .await?;
+        let known_since = clock.now_ms - i64::try_from(super::KNOWN_FOR.as_millis()).unwrap_or(0);
+        sqlx::query(
+            "DELETE FROM login_known_networks WHERE ctid IN (SELECT ctid FROM login_known_networks \
+             WHERE last_success <= $1 LIMIT 1000)",
+        )
+        .bind(known_since)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// After creating a row: whether the table is over its bound.
-    async fn is_full(&self, tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM login_throttle")
-            .fetch_one(&mut *tx)
+    /// A transaction whose row locks give up quickly: a waiting attempt must not hold a
+    /// pooled connection the rest of the service needs.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '200ms'")
+            .execute(&mut *tx)
             .await?;
+        Ok(tx)
+    }
+
+    /// After creating a row: whether the table is over its bound (rows still remembering
+    /// something; stale ones are swept apart).
+    async fn is_full(&self, tx: &mut PgConnection, clock: Clock) -> Result<bool, sqlx::Error> {
+        let rows: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM login_throttle WHERE expires_at > $1 OR expires_at = 0",
+        )
+        .bind(clock.now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
         if rows > self.capacity.saturating_mul(3) {
             tracing::warn!(
                 capacity = self.capacity,
