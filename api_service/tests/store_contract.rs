@@ -1091,3 +1091,35 @@ async fn postgres_paging_is_exact_while_a_writer_commits_late() {
     assert_eq!(order, ["FAST.US", "SLOW.US", "OLD.US"], "commit order");
     raw.pool().close().await;
 }
+
+/// During a rolling upgrade an instance of the previous version still inserts history rows
+/// without a position: they get the next one, as if the current version had written them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_from_an_older_writer_get_the_next_position() {
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    let store = open(&db).await;
+    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
+    let u = store.create_user(user("rolling")).await.unwrap();
+    store.record_quote(u.id, quote("NEW.US", 0)).await.unwrap();
+
+    // The previous version's INSERT: no `seq` column.
+    sqlx::query(
+        "INSERT INTO history (user_id, requested_at, symbol, name, open, high, low, close) \
+         VALUES ($1, now(), 'OLD.US', 'old writer', 1, 1, 1, 1)",
+    )
+    .bind(u.id)
+    .execute(raw.pool())
+    .await
+    .unwrap();
+    store
+        .record_quote(u.id, quote("NEWER.US", 1))
+        .await
+        .unwrap();
+
+    let rows = all_history(&store, u.id).await;
+    let seen: Vec<(i64, &str)> = rows.iter().map(|e| (e.id, e.symbol.as_str())).collect();
+    assert_eq!(seen, [(3, "NEWER.US"), (2, "OLD.US"), (1, "NEW.US")]);
+    raw.pool().close().await;
+}

@@ -46,6 +46,11 @@ const POSTGRES: &[Script] = &[
         "login throttle",
         include_str!("../../migrations/postgres/0004_login_throttle.sql"),
     ),
+    (
+        5,
+        "history positions for older writers",
+        include_str!("../../migrations/postgres/0005_history_seq_for_older_writers.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {
