@@ -240,6 +240,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every path that hashes or verifies a password (login, creating a user, resetting a
+/// password) shares the hashing slots: all of them answer a full house with 503 + Retry-After.
+impl From<crate::auth::password::PasswordError> for ApiError {
+    fn from(err: crate::auth::password::PasswordError) -> Self {
+        use crate::auth::password::{MAX_WAIT, PasswordError};
+        match err {
+            PasswordError::Busy => ApiError::Unavailable {
+                code: "login_overloaded",
+                message: "too many logins are being checked right now; try again shortly".into(),
+                detail: format!("every password hashing slot stayed busy for {MAX_WAIT:?}"),
+            },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 fn unavailable_database(source: &sqlx::Error) -> ApiError {
     ApiError::Unavailable {
         code: "database_unavailable",

@@ -42,6 +42,7 @@ pub const BEARER: &str = "bearer";
             UnsupportedMediaType,
             InvalidJsonShape,
             DatabaseUnavailable,
+            DatabaseOrHashingUnavailable,
             Internal
         )
     ),
@@ -135,6 +136,18 @@ pub struct InvalidJsonShape(pub ErrorEnvelope<'static>);
     example = json!({"error": {"code": "database_unavailable", "message": "the database is unavailable, try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
 )]
 pub struct DatabaseUnavailable(pub ErrorEnvelope<'static>);
+
+/// For routes that hash a password: the database cannot be reached, or every password
+/// hashing slot stayed busy for 5 s (`login_overloaded`); `Retry-After` either way.
+#[derive(ToResponse)]
+#[response(
+    headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
+    examples(
+        ("database" = (value = json!({"error": {"code": "database_unavailable", "message": "the database is unavailable, try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+        ("hashing" = (value = json!({"error": {"code": "login_overloaded", "message": "too many logins are being checked right now; try again shortly", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+    )
+)]
+pub struct DatabaseOrHashingUnavailable(pub ErrorEnvelope<'static>);
 
 /// A bug or unexpected failure; the cause is in the server log under the request id.
 #[derive(ToResponse)]

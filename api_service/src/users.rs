@@ -41,7 +41,7 @@ impl From<CreateUserError> for crate::error::ApiError {
             CreateUserError::Invalid(msg) => ApiError::Validation(msg),
             CreateUserError::Conflict(_) => ApiError::Conflict(err.to_string()),
             CreateUserError::Store(err) => err.into(),
-            CreateUserError::Password(err) => ApiError::internal(err),
+            CreateUserError::Password(err) => err.into(),
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::instrument;
 use tracing::Instrument as _;
 
 use crate::auth::login_throttle::{Attempt, ClientAddr, Refusal};
-use crate::auth::password::{self, PasswordError};
+use crate::auth::password;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -151,7 +151,7 @@ async fn check_password(
         .hasher
         .verify(password.clone(), stored)
         .await
-        .map_err(hashing_failed)?;
+        .map_err(ApiError::from)?;
     match user {
         Some(user) if verified => {
             attempt.succeeded();
@@ -168,20 +168,6 @@ async fn check_password(
                 invalid_token: false,
             })
         }
-    }
-}
-
-pub(super) fn hashing_failed(err: PasswordError) -> ApiError {
-    match err {
-        PasswordError::Busy => ApiError::Unavailable {
-            code: "login_overloaded",
-            message: "too many logins are being checked right now; try again shortly".into(),
-            detail: format!(
-                "every password hashing slot stayed busy for {:?}",
-                password::MAX_WAIT
-            ),
-        },
-        other => ApiError::internal(other),
     }
 }
 

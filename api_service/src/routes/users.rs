@@ -96,7 +96,7 @@ impl From<User> for UserView {
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::InvalidJsonShape),
         (status = 500, response = crate::openapi::Internal),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::DatabaseOrHashingUnavailable),
     )
 )]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = tracing::field::Empty))]
@@ -183,7 +183,7 @@ fn no_such_user(username: &str) -> ApiError {
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::InvalidJsonShape),
         (status = 500, response = crate::openapi::Internal),
-        (status = 503, response = crate::openapi::DatabaseUnavailable),
+        (status = 503, response = crate::openapi::DatabaseOrHashingUnavailable),
     )
 )]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id, username = %username))]
@@ -207,13 +207,7 @@ pub async fn update(
         Some(password) => {
             crate::users::validate_password(password.expose_secret())
                 .map_err(ApiError::Validation)?;
-            Some(
-                state
-                    .hasher
-                    .hash(password)
-                    .await
-                    .map_err(super::login::hashing_failed)?,
-            )
+            Some(state.hasher.hash(password).await.map_err(ApiError::from)?)
         }
         None => None,
     };
