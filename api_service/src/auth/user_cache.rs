@@ -72,19 +72,6 @@ struct Entries {
     epoch: u64,
 }
 
-impl std::ops::Deref for Entries {
-    type Target = HashMap<i64, Entry>;
-    fn deref(&self) -> &Self::Target {
-        &self.by_id
-    }
-}
-
-impl std::ops::DerefMut for Entries {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.by_id
-    }
-}
-
 impl UserCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
@@ -104,8 +91,9 @@ impl UserCache {
     /// Caches a record read from the store since `epoch`, unless an invalidation came in
     /// between.
     fn insert_if_current(&self, id: i64, record: Option<UserRecord>, epoch: u64) {
-        if self.entries().epoch == epoch {
-            self.insert(id, record);
+        let mut entries = self.entries();
+        if entries.epoch == epoch {
+            self.put(&mut entries.by_id, id, record);
         }
     }
 
@@ -115,15 +103,18 @@ impl UserCache {
             return None;
         }
         let entries = self.entries();
-        let entry = entries.get(&id)?;
+        let entry = entries.by_id.get(&id)?;
         (entry.fetched.elapsed() < self.ttl).then(|| entry.record.clone())
     }
 
     pub fn insert(&self, id: i64, record: Option<UserRecord>) {
+        self.put(&mut self.entries().by_id, id, record);
+    }
+
+    fn put(&self, entries: &mut HashMap<i64, Entry>, id: i64, record: Option<UserRecord>) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries();
         if entries.len() >= SWEEP_ABOVE {
             let ttl = self.ttl;
             entries.retain(|_, e| e.fetched.elapsed() < ttl);
@@ -139,7 +130,7 @@ impl UserCache {
 
     pub fn invalidate(&self, id: i64) {
         let mut entries = self.entries();
-        entries.remove(&id);
+        entries.by_id.remove(&id);
         entries.epoch += 1;
     }
 

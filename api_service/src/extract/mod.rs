@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-pub use json_body::BodyError;
+use json_body::BodyError;
 
 /// Largest accepted request body. Every body this API takes is a few hundred bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;

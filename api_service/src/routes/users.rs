@@ -143,10 +143,6 @@ async fn apply(
     username: &str,
     change: UserChange,
 ) -> Result<ChangeOutcome, ApiError> {
-    // A name that cannot be an account cannot be found either.
-    if crate::users::validate_username(username).is_err() {
-        return Ok(ChangeOutcome::NotFound);
-    }
     let outcome = state.store.change_user(username, change).await?;
     match &outcome {
         ChangeOutcome::Deleted { id } => state.users.invalidate(*id),
@@ -154,6 +150,12 @@ async fn apply(
         ChangeOutcome::NotFound | ChangeOutcome::LastAdmin => {}
     }
     Ok(outcome)
+}
+
+/// A name that cannot be an account cannot be found either (and is not worth a lookup, or
+/// a password hash).
+fn existing_name(username: &str) -> Result<(), ApiError> {
+    users::validate_username(username).map_err(|_| no_such_user(username))
 }
 
 fn no_such_user(username: &str) -> ApiError {
@@ -194,11 +196,9 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<UserView>, ApiError> {
     let _ = admin;
+    existing_name(&username)?;
     if body.role.is_none() && body.password.is_none() {
-        let user = match users::validate_username(&username) {
-            Ok(()) => state.store.user_by_username(&username).await?,
-            Err(_) => None,
-        };
+        let user = state.store.user_by_username(&username).await?;
         return user
             .map(|user| Json(UserView::from(user)))
             .ok_or_else(|| no_such_user(&username));
@@ -255,6 +255,7 @@ pub async fn delete(
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let _ = admin;
+    existing_name(&username)?;
     match apply(&state, &username, UserChange::Delete).await? {
         ChangeOutcome::Deleted { id } => {
             tracing::info!(deleted_user_id = id, "user deleted");

@@ -74,10 +74,7 @@ impl PostgresStore {
 
     /// A transaction, with outages named as in [`Self::conn`].
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool
-            .begin()
-            .await
-            .map_err(|err| at_endpoint(err.into(), &self.endpoint))
+        begin(&self.pool, &self.endpoint).await
     }
 
     /// The underlying pool, for tests and benchmarks that need raw SQL.
@@ -232,6 +229,16 @@ async fn insert_rows(
     Ok(())
 }
 
+/// A transaction on `pool`; an outage names the server (`endpoint`) it was waiting for.
+async fn begin(
+    pool: &PgPool,
+    endpoint: &str,
+) -> Result<Transaction<'static, Postgres>, StoreError> {
+    pool.begin()
+        .await
+        .map_err(|err| at_endpoint(err.into(), endpoint))
+}
+
 struct PostgresWriter {
     pool: PgPool,
     /// Named in outages (see [`at_endpoint`]).
@@ -241,11 +248,7 @@ struct PostgresWriter {
 #[async_trait]
 impl BatchWriter for PostgresWriter {
     async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|err| at_endpoint(err.into(), &self.endpoint))?;
+        let mut tx = begin(&self.pool, &self.endpoint).await?;
         insert_rows(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(())
