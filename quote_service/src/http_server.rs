@@ -24,8 +24,17 @@ use crate::quotes::{Answer, QuoteService};
 /// Longest request id echoed into logs and the response; longer ones are cut.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Longest an `x-deadline-ms` may make us wait.
+/// Longest an `x-deadline-ms` may make us wait, before the HTTP server's own request limit.
 const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// How long before `HTTP_REQUEST_TIMEOUT` cuts a request off this service answers its own 504.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// Longest a request may wait for its quote: `x-deadline-ms` is capped so that the caller
+/// gets this service's `timeout` reply rather than the bounded server's bare 408.
+pub fn max_wait(http_request_timeout: Duration) -> Duration {
+    MAX_WAIT.min(http_request_timeout.saturating_sub(ANSWER_MARGIN))
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -34,6 +43,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Deadline for requests without `x-deadline-ms`.
     pub request_timeout: Duration,
+    /// Cap on any deadline (see [`max_wait`]).
+    pub max_wait: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -136,23 +147,23 @@ fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 /// The caller's deadline from `x-deadline-ms` (Unix ms), `Err(())` when it has already passed.
 /// A header that is not a number is ignored (the default timeout applies) rather than failing
 /// a request that could be answered.
-fn deadline(headers: &HeaderMap, default: Duration) -> Result<Instant, ()> {
+fn deadline(headers: &HeaderMap, default: Duration, max_wait: Duration) -> Result<Instant, ()> {
     let now = Instant::now();
     let Some(raw) = headers.get(DEADLINE_HEADER) else {
-        return Ok(now + default);
+        return Ok(now + default.min(max_wait));
     };
     let Some(deadline_ms) = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
         tracing::warn!(
             header = DEADLINE_HEADER,
             "unreadable deadline header ignored"
         );
-        return Ok(now + default);
+        return Ok(now + default.min(max_wait));
     };
     let now_ms = now_ms();
     if deadline_ms <= now_ms {
         return Err(());
     }
-    Ok(now + Duration::from_millis(deadline_ms - now_ms).min(MAX_WAIT))
+    Ok(now + Duration::from_millis(deadline_ms - now_ms).min(max_wait))
 }
 
 #[tracing::instrument(
@@ -169,7 +180,7 @@ async fn quote(
     if let Some(id) = request_id.as_ref().and_then(|v| v.to_str().ok()) {
         Span::current().record("request_id", id);
     }
-    let answer = match deadline(&headers, state.request_timeout) {
+    let answer = match deadline(&headers, state.request_timeout, state.max_wait) {
         Ok(deadline) => state.service.get(&symbol.0, deadline).await,
         Err(()) => {
             return ReplyResponse::from_answer(
@@ -227,4 +238,30 @@ async fn record_metrics(State(metrics): State<Metrics>, request: Request, next: 
     let response = next.run(request).await;
     metrics.http_request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_ends_before_the_http_servers_own_request_limit() {
+        assert_eq!(
+            max_wait(Duration::from_secs(30)),
+            Duration::from_millis(29_500)
+        );
+        assert_eq!(max_wait(Duration::from_secs(3600)), MAX_WAIT);
+    }
+
+    #[test]
+    fn a_far_deadline_is_shortened_to_the_cap() {
+        let mut headers = HeaderMap::new();
+        let far = now_ms() + 600_000;
+        headers.insert(DEADLINE_HEADER, far.to_string().parse().unwrap());
+        let cap = Duration::from_secs(2);
+
+        let until = deadline(&headers, Duration::from_secs(5), cap).unwrap();
+
+        assert!(until <= Instant::now() + cap);
+    }
 }

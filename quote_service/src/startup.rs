@@ -47,6 +47,7 @@ impl Application {
             metrics,
             readiness,
             request_timeout: settings.request_timeout,
+            max_wait: crate::http_server::max_wait(settings.http_server.request_timeout),
         };
         Ok(Application {
             settings,
