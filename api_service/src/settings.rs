@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use shared::config::parse_duration;
+use shared::config::{parse_duration, parse_positive_duration};
 use shared::http_server::HttpServerSettings;
 
 /// How the API reaches the quote service.
@@ -242,14 +242,6 @@ fn parse_optional_addr(raw: &str) -> Result<OptionalAddr, String> {
     raw.parse()
         .map(|addr| OptionalAddr(Some(addr)))
         .map_err(|e| format!("{raw:?} is not an address like 127.0.0.1:9000: {e}"))
-}
-
-fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
-    let d = parse_duration(raw)?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
 }
 
 /// Upper bound on [`Settings::jwt_ttl`]: a stolen token is good for at most this long, and

@@ -30,6 +30,15 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// [`parse_duration`] for settings where zero makes no sense (timeouts, windows).
+pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
 /// True when the environment says we run in CI, where a missing local service is a failure
 /// rather than a reason to skip.
 pub fn running_in_ci() -> bool {

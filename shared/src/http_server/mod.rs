@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use settings::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
-    HttpServerSettings, parse_positive_duration,
+    HttpServerSettings,
 };
 
 /// Pause after an accept error such as running out of file descriptors, so the loop does not

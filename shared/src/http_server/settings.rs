@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::config::parse_positive_duration;
 
 /// Defaults, as documented in `--help`, the README and `.env.example`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,14 +55,6 @@ impl Default for HttpServerSettings {
 }
 
 /// A duration that must not be zero: a zero timeout would close every connection at once.
-pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
-    let d = parse_duration(raw)?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
