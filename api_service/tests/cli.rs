@@ -14,12 +14,6 @@ const PASSWORD: &str = "hunter2-do-not-print";
 /// A cold start on a loaded 2-core machine, plus the pool's 2 s acquire timeout.
 const OUTPUT_LIMIT: Duration = Duration::from_secs(30);
 
-/// A loopback port nothing listens on: connecting to it is refused.
-fn refusing_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().port()
-}
-
 /// `api_service` with a clean logging environment (text lines at info) and stdout piped.
 fn api_service(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_api_service"));
@@ -70,7 +64,8 @@ fn stdout_until(mut command: Command, needle: &str) -> String {
 #[test]
 fn an_unreachable_database_is_named_by_host_and_port_once_without_password_or_colour() {
     // Arrange
-    let port = refusing_port();
+    let (_refusing, addr) = shared::test_support::ports::refusing_addr();
+    let port = addr.port();
     let url = format!("postgres://app:{PASSWORD}@127.0.0.1:{port}/quotes");
     let mut command = api_service(&["migrate"]);
     command.env("DATABASE_URL", &url);
@@ -96,7 +91,8 @@ fn an_unreachable_database_is_named_by_host_and_port_once_without_password_or_co
 fn an_unreachable_broker_is_named_by_host_and_port_without_password_or_colour() {
     // Arrange
     let db = fresh_sqlite();
-    let port = refusing_port();
+    let (_refusing, addr) = shared::test_support::ports::refusing_addr();
+    let port = addr.port();
     let mut command = api_service(&["serve"]);
     command
         .env("DATABASE_URL", db.url())

@@ -74,10 +74,8 @@ fn invalid_duration_is_refused_with_a_clear_message() {
 #[test]
 fn an_unreachable_broker_is_named_by_host_and_port_without_password_or_colour() {
     // Arrange
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let (_refusing, addr) = shared::test_support::ports::refusing_addr();
+    let port = addr.port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_quote_service"))
         .env("QUOTE_TRANSPORT", "amqp")
         .env(
