@@ -89,7 +89,11 @@ async fn the_page_is_html_that_is_never_cached() {
         "text/html; charset=utf-8"
     );
     assert_eq!(reply.header(header::CACHE_CONTROL), "no-store");
-    assert!(String::from_utf8(reply.body).unwrap().starts_with("<!doctype html>"));
+    assert!(
+        String::from_utf8(reply.body)
+            .unwrap()
+            .starts_with("<!doctype html>")
+    );
 }
 
 #[tokio::test]
@@ -162,7 +166,8 @@ async fn every_asset_the_page_references_is_served() {
 #[test]
 fn every_module_import_names_an_embedded_asset() {
     let names: BTreeSet<&str> = all_assets().iter().map(|a| a.name).collect();
-    let import = Regex::new(r#"(?m)^\s*(?:import|export)\b[^'"]*?from\s+['"]([^'"]+)['"]"#).unwrap();
+    let import =
+        Regex::new(r#"(?m)^\s*(?:import|export)\b[^'"]*?from\s+['"]([^'"]+)['"]"#).unwrap();
     let mut seen = 0;
     for asset in all_assets().iter().filter(|a| a.name.ends_with(".js")) {
         let source = std::str::from_utf8(asset.bytes).unwrap();
@@ -172,7 +177,11 @@ fn every_module_import_names_an_embedded_asset() {
             let name = target
                 .strip_prefix("./")
                 .unwrap_or_else(|| panic!("{}: non-relative import {target}", asset.name));
-            assert!(names.contains(name), "{} imports missing {target}", asset.name);
+            assert!(
+                names.contains(name),
+                "{} imports missing {target}",
+                asset.name
+            );
         }
     }
     assert!(seen > 5, "the import pattern found only {seen} imports");
@@ -268,10 +277,7 @@ async fn a_stale_if_none_match_gets_the_file() {
 
 #[tokio::test]
 async fn etags_differ_between_files() {
-    let etags: BTreeSet<String> = all_assets()
-        .iter()
-        .map(|a| a.etag().to_owned())
-        .collect();
+    let etags: BTreeSet<String> = all_assets().iter().map(|a| a.etag().to_owned()).collect();
     assert_eq!(etags.len(), all_assets().len());
 }
 
@@ -310,8 +316,16 @@ async fn every_response_is_nosniff_without_referrer() {
         "/docs/",
     ] {
         let reply = get(&app, uri).await;
-        assert_eq!(reply.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{uri}");
-        assert_eq!(reply.header(header::REFERRER_POLICY), "no-referrer", "{uri}");
+        assert_eq!(
+            reply.header(header::X_CONTENT_TYPE_OPTIONS),
+            "nosniff",
+            "{uri}"
+        );
+        assert_eq!(
+            reply.header(header::REFERRER_POLICY),
+            "no-referrer",
+            "{uri}"
+        );
     }
 }
 
@@ -335,7 +349,10 @@ async fn swagger_ui_still_loads_its_own_assets_with_their_types() {
     assert_eq!(page.status, StatusCode::OK);
     let html = String::from_utf8(page.body).unwrap();
     let script = Regex::new(r#"<script src="\./([^"]+)""#).unwrap();
-    let scripts: Vec<String> = script.captures_iter(&html).map(|c| c[1].to_owned()).collect();
+    let scripts: Vec<String> = script
+        .captures_iter(&html)
+        .map(|c| c[1].to_owned())
+        .collect();
     assert!(!scripts.is_empty(), "{html}");
 
     for name in scripts {
@@ -365,7 +382,9 @@ async fn the_public_listener_serves_the_app_and_the_internal_one_does_not() {
     );
     assert_eq!(get(&internal, "/").await.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        get(&internal, "/healthz").await.header(header::X_CONTENT_TYPE_OPTIONS),
+        get(&internal, "/healthz")
+            .await
+            .header(header::X_CONTENT_TYPE_OPTIONS),
         "nosniff"
     );
 }

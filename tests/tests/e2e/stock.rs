@@ -29,7 +29,10 @@ async fn found_stock_is_returned_and_saved_in_history(backend: Backend) {
         ],
         "{body}"
     );
-    assert!(body["time"].is_string() && body["local_time"].is_string(), "{body}");
+    assert!(
+        body["time"].is_string() && body["local_time"].is_string(),
+        "{body}"
+    );
     // Committed before the 200 was sent: visible at once, with every documented field.
     let history = app.history(&token).await;
     assert_eq!(history.len(), 1);
