@@ -345,6 +345,10 @@ pub async fn state(
             20,
             std::time::Duration::from_secs(300),
         )),
+        session_cookie: crate::auth::SessionCookie {
+            secure: false,
+            max_age: Duration::from_secs(3600),
+        },
         metrics: Arc::new(Metrics::new()),
         top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
     }

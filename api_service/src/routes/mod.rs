@@ -5,6 +5,7 @@ mod health;
 mod history;
 mod login;
 mod logout;
+mod session;
 mod stats;
 mod stock;
 mod users;
@@ -46,6 +47,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login::login))
         .routes(routes!(logout::logout))
+        .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
         .routes(routes!(history::history))
         .routes(routes!(users::create))

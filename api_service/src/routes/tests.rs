@@ -18,6 +18,8 @@ use crate::test_support::{self, FakeTransport, MemoryStore, quote};
 use crate::transport::TransportError;
 use shared::{ErrorCode, QuoteError};
 
+mod session;
+
 struct TestApp {
     router: Router,
     store: Arc<MemoryStore>,
