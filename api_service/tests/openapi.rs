@@ -853,6 +853,17 @@ async fn real_responses_validate_against_the_documented_schemas() {
         )
         .code("validation_failed"),
         case("delete", "/api/v1/users/root", Auth::Root, Body::None, 409).code("conflict"),
+        case("get", "/api/v1/users?limit=1", Auth::Root, Body::None, 200),
+        case(
+            "get",
+            "/api/v1/users?cursor=bob",
+            Auth::Root,
+            Body::None,
+            200,
+        ),
+        case("get", "/api/v1/users?limit=0", Auth::Root, Body::None, 400).code("bad_request"),
+        case("get", "/api/v1/users", Auth::Alice, Body::None, 403).code("forbidden"),
+        case("get", "/api/v1/users", Auth::None, Body::None, 401).code("unauthorized"),
         case(
             "patch",
             "/api/v1/users/bob",
@@ -973,6 +984,35 @@ async fn real_responses_validate_against_the_documented_schemas() {
         case("delete", "/api/v1/session", Auth::Other, Body::None, 401).code("unauthorized"),
         case("post", "/api/v1/logout", Auth::Spare, Body::None, 204),
         case("post", "/api/v1/logout", Auth::Spare, Body::None, 401).code("unauthorized"),
+        // Own password: the wrong current one, a weak new one, then a real change (which
+        // signs out every token of alice's: the last case that uses one).
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(
+                json!({"current_password": "not-it-at-all", "new_password": "a-brand-new-one"}),
+            ),
+            401,
+        )
+        .code("unauthorized"),
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(json!({"current_password": "alice-password", "new_password": "short"})),
+            422,
+        )
+        .code("validation_failed"),
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(
+                json!({"current_password": "alice-password", "new_password": "a-brand-new-one"}),
+            ),
+            204,
+        ),
         case("get", "/metrics", Auth::None, Body::None, 200),
     ];
     for case in cases {

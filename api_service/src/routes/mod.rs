@@ -1,6 +1,7 @@
 //! The HTTP surface: one small module per endpoint, assembled with the cross-cutting layers
 //! (request ids, tracing, metrics, body limit, panic safety net) in [`router`].
 
+mod account;
 mod health;
 mod history;
 mod login;
@@ -50,7 +51,8 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
         .routes(routes!(history::history))
-        .routes(routes!(users::create))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(account::change_password))
         .routes(routes!(users::update, users::delete))
         .routes(routes!(stats::stats))
         .routes(routes!(health::healthz))
