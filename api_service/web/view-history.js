@@ -187,7 +187,7 @@ export function mount(main) {
     h('h1', {}, 'History'),
     h('div', { class: 'toolbar' }, filterForm, csv),
     ...msg.elements,
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Your quote history', tabindex: '0' }, table),
     count,
     more,
     chartSection,

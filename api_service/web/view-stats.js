@@ -72,7 +72,7 @@ export function mount(main) {
       updated),
     ...msg.elements,
     h('div', { class: 'card' }, chartBox),
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Most requested stocks', tabindex: '0' }, table),
   );
   load();
   schedule();

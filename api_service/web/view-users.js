@@ -228,7 +228,7 @@ export function mount(main, { session, endSession }) {
   main.append(
     h('h1', {}, 'Users'),
     ...msg.elements,
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Users', tabindex: '0' }, table),
     more,
     createForm,
     dialog,
