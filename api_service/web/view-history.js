@@ -139,7 +139,7 @@ export function mount(main) {
       const label = `Close price of ${sym} over ${points.length} ${points.length === 1 ? 'quote' : 'quotes'}, `
         + `from ${formatShort(first)} to ${formatShort(last)}; lowest ${formatPrice(Math.min(...closes))}, `
         + `highest ${formatPrice(Math.max(...closes))}, latest ${formatPrice(points[0].value)}`;
-      chartBox.append(lineChart(points, label));
+      chartBox.append(lineChart(points, label, chartBox.clientWidth));
     } catch (err) {
       if (err.name === 'AbortError') return;
       chartMsg.error(err.message);
