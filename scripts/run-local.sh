@@ -65,8 +65,9 @@ if [[ -n ${STOOQ_API_KEY:-} ]]; then use_fake_feed=false; fi
 
 check_port() { # VAR value
     local var=$1 port=$2
-    [[ $port =~ ^[0-9]+$ ]] && ((port >= 1 && port <= 65535)) ||
+    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
         die "$var=$port is not a port number (1-65535)"
+    fi
     # Anything accepting on 127.0.0.1 (a listener on 0.0.0.0 included) would take our requests.
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port ($var) is in use on 127.0.0.1: stop what listens there or set $var to a free port"
@@ -106,14 +107,15 @@ amqp_endpoint() {
 # a method frame (type 1, Connection.Start). Over TLS (amqps) an accepted connection is taken
 # as the answer. Bounded to 3 s, so an address that drops packets cannot hang the start.
 amqp_answers() { # scheme host port
+    local scheme=$1 host=$2 port=$3 probe i
     (
-        exec 3<>"/dev/tcp/$2/$3" || exit 1
-        [[ $1 == amqps ]] && exit 0
+        exec 3<>"/dev/tcp/$host/$port" || exit 1
+        [[ $scheme == amqps ]] && exit 0
         printf 'AMQP\000\000\011\001' >&3
-        IFS= read -r -n 1 -d '' -t 2 byte <&3 || exit 1
+        IFS= read -r -t 2 -n 1 -d '' byte <&3 || exit 1
         [[ $byte == $'\001' ]]
     ) 2>/dev/null &
-    local probe=$! i
+    probe=$!
     for ((i = 0; i < 30; i++)); do
         kill -0 "$probe" 2>/dev/null || break
         sleep 0.1
@@ -276,9 +278,10 @@ on_stop() {
 
 # True when GET 127.0.0.1:PORT PATH answers 200 (HTTP/1.0 over bash's /dev/tcp).
 http_ok() {
+    local port=$1 path=$2
     (
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+        exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+        printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
         IFS= read -r -t 2 line <&3 || exit 1
         [[ $line == "HTTP/1."[01]" 200"* ]]
     ) 2>/dev/null
