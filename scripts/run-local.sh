@@ -206,9 +206,13 @@ names=()
 pids=()
 stop_requested=false
 
+# Ctrl-C in a terminal signals the whole process group: the services too (they begin their
+# graceful stop), and the command bash is running (a `sleep`), which then fails with 130.
+# So every command of the supervision below tolerates failing by a signal (`|| true`): under
+# set -e such a failure would end the script before the trap's stop ran.
 trap 'stop_requested=true' INT TERM
 # However the script ends (an error under set -e included), no service outlives it.
-trap 'stop_all >/dev/null 2>&1' EXIT
+trap 'stop_all' EXIT
 
 # start NAME COMMAND...: in the background, output appended to logs/NAME.log.
 start() {
@@ -229,7 +233,7 @@ stop_all() {
     local i pid status failed=0 deadline=$((SECONDS + STOP_LIMIT_SECS))
     for pid in ${pids[@]+"${pids[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
     for i in ${pids[@]+"${!pids[@]}"}; do
-        while alive "${pids[i]}" && ((SECONDS < deadline)); do sleep 0.1; done
+        while alive "${pids[i]}" && ((SECONDS < deadline)); do sleep 0.1 || true; done
         if alive "${pids[i]}"; then
             say "${names[i]} still running ${STOP_LIMIT_SECS}s after SIGTERM: killing it"
             kill -KILL "${pids[i]}" 2>/dev/null || true
@@ -259,6 +263,8 @@ dead_service() {
 # Stops the rest after service number $1 died, shows its log's end and exits 1.
 on_death() {
     local i=$1 name=${names[$1]} status=0
+    # A service that ended because Ctrl-C reached it too is part of the stop, not a death.
+    if $stop_requested; then on_stop; fi
     wait "${pids[i]}" 2>/dev/null || status=$?
     say "$name exited on its own (status $status); stopping the others"
     tail -n 15 "$logs/$name.log" | sed "s/^/  $name| /" >&2 || true
@@ -292,13 +298,13 @@ wait_ready() {
     local name=$1 port=$2 path=$3 deadline=$((SECONDS + START_LIMIT_SECS)) dead
     until http_ok "$port" "$path"; do
         if $stop_requested; then on_stop; fi
-        dead=$(dead_service)
+        dead=$(dead_service) || true
         if [[ -n $dead ]]; then on_death "$dead"; fi
         if ((SECONDS >= deadline)); then
             stop_all || true
             die "$name not ready within ${START_LIMIT_SECS}s (log: $logs/$name.log)"
         fi
-        sleep 0.1
+        sleep 0.1 || true
     done
 }
 
@@ -344,7 +350,7 @@ EOF
 
 while :; do
     if $stop_requested; then on_stop; fi
-    dead=$(dead_service)
+    dead=$(dead_service) || true
     if [[ -n $dead ]]; then on_death "$dead"; fi
-    sleep 0.2
+    sleep 0.2 || true
 done

@@ -25,7 +25,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(25);
 const URL_PREFIX: &str = "stock-quotes is running: ";
 
 #[tokio::test]
-async fn the_command_serves_a_signed_in_user_and_sigint_stops_every_service() {
+async fn the_command_serves_a_signed_in_user_and_ctrl_c_stops_every_service() {
     // Arrange: no broker at AMQP_URL, so the HTTP transport.
     let state = StateDir::new();
     let (_refusing, no_broker) = tests::refusing_addr();
@@ -44,7 +44,7 @@ async fn the_command_serves_a_signed_in_user_and_sigint_stops_every_service() {
     let quote_status = quote.status();
     let quote: Value = quote.json().await.expect("a JSON quote");
     let services = run.services();
-    run.signal("INT");
+    run.ctrl_c();
     let exit = run.wait_exit().await;
 
     // Assert
@@ -343,6 +343,17 @@ impl LocalRun {
             .to_owned()
     }
 
+    /// What Ctrl-C in a terminal does: SIGINT to every process of the foreground group, the
+    /// services and whatever the script runs at that moment included.
+    fn ctrl_c(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", "--", &format!("-{}", self.child.id())])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT to the group");
+    }
+
+    /// `name` to the script alone, as a supervisor or `kill` would send it.
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
