@@ -195,16 +195,15 @@ async fn a_port_in_use_is_refused_before_anything_starts() {
     let port = taken.local_addr().expect("its address").port().to_string();
 
     // Act
-    let output = script_command(&state, &[("API_PORT", port.as_str())], &[])
-        .output()
-        .expect("run the script");
+    let mut run = LocalRun::spawn(&state, &[("API_PORT", port.as_str())], &[]);
+    let exit = run.wait_exit().await;
 
     // Assert
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let output = run.output();
+    assert_eq!(exit.code(), Some(1), "{output}");
     assert!(
-        stderr.contains(&format!("port {port} (API_PORT) is in use")),
-        "{stderr}"
+        output.contains(&format!("port {port} (API_PORT) is in use")),
+        "{output}"
     );
     assert!(!state.0.join("jwt-secret").exists(), "nothing is made");
 }
@@ -285,24 +284,13 @@ struct LocalRun {
     /// The web app's URL, as printed (ends in `/`).
     url: String,
     output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl LocalRun {
     /// Starts the script and waits until it prints the URL (every service ready).
     async fn start(state: &StateDir, env: &[(&str, &str)], args: &[&str]) -> LocalRun {
-        let mut child = script_command(state, env, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start scripts/run-local.sh");
-        let output = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().expect("stdout"), output.clone());
-        collect(child.stderr.take().expect("stderr"), output.clone());
-        let mut run = LocalRun {
-            child,
-            url: String::new(),
-            output,
-        };
+        let mut run = LocalRun::spawn(state, env, args);
         let until = Instant::now() + FIRST_OUTPUT_LIMIT;
         loop {
             if let Some(url) = run.line_after(URL_PREFIX) {
@@ -321,6 +309,26 @@ impl LocalRun {
                 run.output()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the script, collecting its output.
+    fn spawn(state: &StateDir, env: &[(&str, &str)], args: &[&str]) -> LocalRun {
+        let mut child = script_command(state, env, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start scripts/run-local.sh");
+        let output = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("stdout"), output.clone()),
+            collect(child.stderr.take().expect("stderr"), output.clone()),
+        ];
+        LocalRun {
+            child,
+            url: String::new(),
+            output,
+            readers,
         }
     }
 
@@ -362,15 +370,22 @@ impl LocalRun {
         assert!(status.success(), "kill -{name}");
     }
 
+    /// Its exit status, once its last words are collected too (the readers reach the end of
+    /// the pipes; bounded, in case something it left behind still holds them).
     async fn wait_exit(&mut self) -> ExitStatus {
-        wait_exit(&mut self.child, STOP_LIMIT)
+        let status = wait_exit(&mut self.child, STOP_LIMIT)
             .await
             .unwrap_or_else(|| {
                 panic!(
                     "still running {STOP_LIMIT:?} after the signal:\n{}",
                     self.output()
                 )
-            })
+            });
+        let until = Instant::now() + Duration::from_secs(2);
+        while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        status
     }
 
     /// "pid name" of every process in the script's group but the script itself.
@@ -429,7 +444,10 @@ impl Drop for LocalRun {
 
 /// Appends everything `from` writes to `into` (and echoes it to the test's output), to the
 /// end, so the script never blocks on a full pipe.
-fn collect(from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn collect(
+    from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(from).lines().map_while(Result::ok) {
             println!("run-local| {line}");
@@ -437,7 +455,7 @@ fn collect(from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             all.push_str(&line);
             all.push('\n');
         }
-    });
+    })
 }
 
 async fn login(http: &reqwest::Client, base: &str, username: &str, password: &str) -> String {
