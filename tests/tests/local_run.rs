@@ -18,8 +18,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::test_support::poll::wait_exit;
 
-/// The first start may build the binaries (the script runs `cargo build`).
-const FIRST_OUTPUT_LIMIT: Duration = Duration::from_secs(300);
+/// The first start may build the binaries (the script runs `cargo build`; minutes on a busy
+/// 2-core machine).
+const FIRST_OUTPUT_LIMIT: Duration = Duration::from_secs(600);
 /// The script gives services 15 s after SIGTERM before it SIGKILLs them.
 const STOP_LIMIT: Duration = Duration::from_secs(25);
 const URL_PREFIX: &str = "stock-quotes is running: ";
