@@ -34,7 +34,7 @@ export function formatShort(iso) {
 }
 
 // The exchange behind a stooq suffix, for showing a quote's time as the market saw it.
-// Symbols without a suffix (and unknown ones) are stooq's home market, Warsaw.
+// Other symbols (no suffix, an unknown one, indices) show the feed's own Warsaw time.
 const MARKETS = {
   us: ['America/New_York', 'New York'],
   uk: ['Europe/London', 'London'],
@@ -45,26 +45,28 @@ const MARKETS = {
   hk: ['Asia/Hong_Kong', 'Hong Kong'],
   pl: ['Europe/Warsaw', 'Warsaw'],
 };
-const WARSAW = ['Europe/Warsaw', 'Warsaw'];
 
 /**
- * The quote's time at its market: {text, place}. For symbols whose exchange is known from the
+ * The quote's time at its market: {text, label}. For symbols whose exchange is known from the
  * suffix (".us"), the instant converted to that exchange's zone; otherwise the feed's own
  * local date and time (Europe/Warsaw), exactly as it printed them.
  */
 export function marketTime(symbol, quote) {
   const suffix = String(symbol).toLowerCase().split('.').pop();
-  const [zone, place] = (symbol.includes('.') && MARKETS[suffix]) || WARSAW;
+  const known = symbol.includes('.') ? MARKETS[suffix] : undefined;
   const date = new Date(quote.time);
-  if (zone !== 'Europe/Warsaw' && !Number.isNaN(date.getTime())) {
+  if (known && known[0] !== 'Europe/Warsaw' && !Number.isNaN(date.getTime())) {
     try {
       const text = new Intl.DateTimeFormat(undefined, {
-        dateStyle: 'medium', timeStyle: 'medium', timeZone: zone,
+        dateStyle: 'medium', timeStyle: 'medium', timeZone: known[0],
       }).format(date);
-      return { text, place };
+      return { text, label: `Market time (${known[1]})` };
     } catch {
       // A browser without that zone's data falls back to the feed's own time.
     }
   }
-  return { text: `${quote.local_date} ${quote.local_time}`, place: 'Warsaw' };
+  // Warsaw's own market, or one the suffix does not tell (indices such as ^spx): the time as
+  // the feed printed it, labelled as such.
+  const text = `${quote.local_date} ${quote.local_time}`;
+  return { text, label: known && known[0] === 'Europe/Warsaw' ? 'Market time (Warsaw)' : 'Feed time (Warsaw)' };
 }

@@ -80,7 +80,7 @@ export function mount(main, { session }) {
         row('Low', formatPrice(q.low)),
         row('Volume', q.volume === undefined || q.volume === null ? 'not reported' : formatCount(q.volume)),
         row(`Time (${browserZone()})`, h('time', { datetime: q.time }, formatInstant(q.time))),
-        row(`Market time (${market.place})`, market.text)),
+        row(market.label, market.text)),
     );
     result.hidden = false;
   }
