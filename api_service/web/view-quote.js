@@ -68,7 +68,7 @@ export function mount(main, { session }) {
   function showQuote(q) {
     clear(result);
     const market = marketTime(q.symbol, q);
-    const row = (label, value) => h('div', {}, h('dt', {}, label), h('dd', {}, value));
+    const row = (label, value, wide) => h('div', { class: wide ? 'wide' : undefined }, h('dt', {}, label), h('dd', {}, value));
     result.append(
       h('div', { class: 'quote-head' },
         h('h2', {}, q.symbol),
@@ -79,8 +79,8 @@ export function mount(main, { session }) {
         row('High', formatPrice(q.high)),
         row('Low', formatPrice(q.low)),
         row('Volume', q.volume === undefined || q.volume === null ? 'not reported' : formatCount(q.volume)),
-        row(`Time (${browserZone()})`, h('time', { datetime: q.time }, formatInstant(q.time))),
-        row(market.label, market.text)),
+        row(`Time (${browserZone()})`, h('time', { datetime: q.time }, formatInstant(q.time)), true),
+        row(market.label, market.text, true)),
     );
     result.hidden = false;
   }
