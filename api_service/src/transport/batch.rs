@@ -1,0 +1,86 @@
+//! What both wire transports share for batches: reading a contract-v2 reply, and the
+//! rolling-upgrade fallback to one v1 request per symbol when the worker is older.
+//!
+//! An old worker is recognised per reply (see [`shared::read_batch_reply`]), never
+//! remembered: during a rolling upgrade the next request may well reach a new worker, and
+//! asking costs one refused round trip. The fallback is logged at WARN once per transport
+//! (so a fleet of old workers does not flood the log) and at DEBUG every time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shared::{BatchReplyRead, ErrorCode, QuoteError, Symbol};
+
+use super::{QuoteTransport, SymbolResult, TransportError};
+
+/// Asks for each symbol with [`QuoteTransport::get_quote`], all at once. When every one of
+/// them found nobody to answer, the batch as a whole did (`Err`), as it would in one call.
+pub(super) async fn one_by_one<T: QuoteTransport + ?Sized>(
+    transport: &T,
+    symbols: &[Symbol],
+    request_id: &str,
+) -> Result<Vec<SymbolResult>, TransportError> {
+    let mut results = futures::future::join_all(
+        symbols
+            .iter()
+            .map(|symbol| transport.get_quote(symbol, request_id)),
+    )
+    .await;
+    let all_unavailable = !results.is_empty()
+        && results
+            .iter()
+            .all(|r| matches!(r, Err(TransportError::Unavailable(_))));
+    if all_unavailable && let Err(first) = results.swap_remove(0) {
+        return Err(first);
+    }
+    Ok(results)
+}
+
+/// Whether the fallback to v1 was already logged at WARN by this transport.
+#[derive(Debug, Default)]
+pub(super) struct OldWorkerNotice(AtomicBool);
+
+impl OldWorkerNotice {
+    pub(super) fn note(&self, reason: &str) {
+        if self.0.swap(true, Ordering::Relaxed) {
+            tracing::debug!(reason, "old quote worker: batch asked one symbol at a time");
+        } else {
+            tracing::warn!(
+                reason,
+                "the quote worker does not speak contract v2 (batches): asking it one symbol \
+                 at a time until it is upgraded (logged once)"
+            );
+        }
+    }
+}
+
+/// Turns the reply to one v2 request into per-symbol results, falling back to v1 requests
+/// when an old worker refused it.
+pub(super) async fn settle<T: QuoteTransport + ?Sized>(
+    transport: &T,
+    notice: &OldWorkerNotice,
+    reply: &[u8],
+    symbols: &[Symbol],
+    request_id: &str,
+) -> Result<Vec<SymbolResult>, TransportError> {
+    match shared::read_batch_reply(reply, symbols.len()) {
+        Ok(BatchReplyRead::Results(results)) => Ok(results
+            .into_iter()
+            .map(|r| r.map_err(TransportError::Quote))
+            .collect()),
+        Ok(BatchReplyRead::Refused(error)) => Err(TransportError::Quote(error)),
+        Ok(BatchReplyRead::OldWorker(reason)) => {
+            notice.note(&reason.message);
+            one_by_one(transport, symbols, request_id).await
+        }
+        Err(why) => Err(malformed(&why)),
+    }
+}
+
+/// A reply no worker of any version sends: logged, and a failure of the quote service.
+pub(super) fn malformed(why: &str) -> TransportError {
+    tracing::error!(error = why, "malformed batch reply from the quote service");
+    TransportError::Quote(QuoteError::new(
+        ErrorCode::Internal,
+        "malformed reply from the quote service",
+    ))
+}
