@@ -5,6 +5,7 @@ mod health;
 mod history;
 mod login;
 mod logout;
+mod quotes;
 mod stats;
 mod stock;
 mod users;
@@ -47,6 +48,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(login::login))
         .routes(routes!(logout::logout))
         .routes(routes!(stock::stock))
+        .routes(routes!(quotes::quotes))
         .routes(routes!(history::history))
         .routes(routes!(users::create))
         .routes(routes!(users::update, users::delete))

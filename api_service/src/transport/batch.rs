@@ -13,7 +13,8 @@ use shared::{BatchReplyRead, ErrorCode, QuoteError, Symbol};
 use super::{QuoteTransport, SymbolResult, TransportError};
 
 /// Asks for each symbol with [`QuoteTransport::get_quote`], all at once. When every one of
-/// them found nobody to answer, the batch as a whole did (`Err`), as it would in one call.
+/// them failed for want of an answer (nobody there, no reply in time) rather than with the
+/// quote service's own verdict, the batch as a whole did (`Err`), as it would in one call.
 pub(super) async fn one_by_one<T: QuoteTransport + ?Sized>(
     transport: &T,
     symbols: &[Symbol],
@@ -25,11 +26,14 @@ pub(super) async fn one_by_one<T: QuoteTransport + ?Sized>(
             .map(|symbol| transport.get_quote(symbol, request_id)),
     )
     .await;
-    let all_unavailable = !results.is_empty()
-        && results
-            .iter()
-            .all(|r| matches!(r, Err(TransportError::Unavailable(_))));
-    if all_unavailable && let Err(first) = results.swap_remove(0) {
+    let none_answered = !results.is_empty()
+        && results.iter().all(|r| {
+            matches!(
+                r,
+                Err(TransportError::Unavailable(_) | TransportError::Timeout)
+            )
+        });
+    if none_answered && let Err(first) = results.swap_remove(0) {
         return Err(first);
     }
     Ok(results)
