@@ -670,8 +670,15 @@ async fn quotes_batch(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenar
             bodies: vec![],
             pause_ms: None,
         };
-        let outcome =
-            stock_runs(cfg, &mut stack, &name, &plan, BATCH_SYMBOLS as i64, work_dir).await?;
+        let outcome = stock_runs(
+            cfg,
+            &mut stack,
+            &name,
+            &plan,
+            BATCH_SYMBOLS as i64,
+            work_dir,
+        )
+        .await?;
         let mut report = ScenarioReport::new(
             &name,
             &format!(
@@ -690,9 +697,10 @@ async fn quotes_batch(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenar
             .iter()
             .map(|r| r.ok.unwrap_or(0) as f64 * BATCH_SYMBOLS as f64 / r.duration_s.max(1e-9))
             .collect();
-        report
-            .extra
-            .insert("quotes_per_s".into(), serde_json::json!(median(&quotes_per_s)));
+        report.extra.insert(
+            "quotes_per_s".into(),
+            serde_json::json!(median(&quotes_per_s)),
+        );
         report.set_memory(stack.memory(&outcome.rss));
         add_upstream_ratio(&mut report, BATCH_SYMBOLS as u64);
         Ok::<_, anyhow::Error>(report)
