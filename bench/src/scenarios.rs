@@ -36,6 +36,9 @@ pub enum Scenario {
     StockHotHttp,
     /// 2,000 distinct symbols with the quote cache off: upstream requests per quote.
     StockCold,
+    /// `GET /api/v1/quotes` with 20 symbols per request (AMQP, PostgreSQL), quote cache warm:
+    /// one RPC and one 20-row transaction per request.
+    QuotesBatch,
     /// First page and a deep page of a 1,000,000-row history.
     History,
     /// Top-5 stats over 1,000,000 rows and 5,000 symbols.
@@ -247,6 +250,7 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
                 .map(|r| vec![r])
         }
         Scenario::StockCold => stock_cold(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::QuotesBatch => quotes_batch(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::History => history(cfg, &work_dir).await,
         Scenario::Stats => stats(cfg, &work_dir).await,
         Scenario::Login => login(cfg, &work_dir).await.map(|r| vec![r]),
@@ -383,6 +387,7 @@ async fn stock_runs(
     stack: &mut Stack,
     name: &str,
     plan: &Plan,
+    rows_per_ok: i64,
     work_dir: &std::path::Path,
 ) -> Result<StockOutcome> {
     let timeout = Duration::from_secs(10);
@@ -418,7 +423,7 @@ async fn stock_runs(
         fig.rows_added = Some(added);
         fig.upstream_requests = Some(hits_after.saturating_sub(hits_before));
         fig.upstream_symbols = Some(symbols_after.saturating_sub(symbols_before));
-        checks.push(rows_check(n, &result, added));
+        checks.push(rows_check(n, &result, added, rows_per_ok));
         progress(
             name,
             n,
@@ -482,15 +487,18 @@ fn memory_steady(memory: &BTreeMap<String, ServiceMemory>) -> Check {
     }
 }
 
-/// Nothing lost: every 200 left a row. Requests wrk cut off at the end of a run may still
-/// complete on the server and add rows nobody saw a 200 for; those are counted but allowed.
-fn rows_check(run: usize, result: &WrkResult, added: i64) -> Check {
+/// Nothing lost: every 200 left its `rows_per_ok` rows (1 for /stock, the symbols per request
+/// for /quotes, whose plan asks only for symbols that exist). Requests wrk cut off at the end
+/// of a run may still complete on the server and add rows nobody saw a 200 for; those are
+/// counted but allowed.
+fn rows_check(run: usize, result: &WrkResult, added: i64, rows_per_ok: i64) -> Check {
     let ok = result.ok as i64;
-    let lost = (ok - added).max(0);
-    let extra = (added - ok).max(0);
+    let expected = ok * rows_per_ok;
+    let lost = (expected - added).max(0);
+    let extra = (added - expected).max(0);
     Check {
-        name: format!("run {run}: history rows == 200 responses"),
-        passed: lost == 0 && extra <= result.abandoned() as i64,
+        name: format!("run {run}: history rows == {rows_per_ok} x 200 responses"),
+        passed: lost == 0 && extra <= result.abandoned() as i64 * rows_per_ok,
         detail: format!(
             "{added} rows added, {ok} x 200: {lost} lost, {extra} extra (<= {} requests cut off in flight at the end)",
             result.abandoned()
@@ -530,7 +538,7 @@ async fn stock_hot(
             bodies: vec![],
             pause_ms: None,
         };
-        let outcome = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
+        let outcome = stock_runs(cfg, &mut stack, &name, &plan, 1, work_dir).await?;
         let mut report = ScenarioReport::new(
             &name,
             &format!(
@@ -546,7 +554,7 @@ async fn stock_hot(
         report.checks = outcome.checks;
         report.extra = outcome.extra;
         report.set_memory(stack.memory(&outcome.rss));
-        add_upstream_ratio(&mut report);
+        add_upstream_ratio(&mut report, 1);
         Ok::<_, anyhow::Error>(report)
     }
     .await;
@@ -554,12 +562,16 @@ async fn stock_hot(
     outcome
 }
 
-/// Upstream requests per quote served, and symbols per upstream request (batch fill).
-fn add_upstream_ratio(report: &mut ScenarioReport) {
+/// Upstream requests per quote served (`quotes_per_ok` quotes in each 200), and symbols per
+/// upstream request (batch fill).
+fn add_upstream_ratio(report: &mut ScenarioReport, quotes_per_ok: u64) {
     let per_quote: Vec<f64> = report
         .runs
         .iter()
-        .map(|r| r.upstream_requests.unwrap_or(0) as f64 / r.ok.unwrap_or(0).max(1) as f64)
+        .map(|r| {
+            r.upstream_requests.unwrap_or(0) as f64
+                / (r.ok.unwrap_or(0) * quotes_per_ok).max(1) as f64
+        })
         .collect();
     let per_request: Vec<f64> = report
         .runs
@@ -596,7 +608,7 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
             bodies: vec![],
             pause_ms: None,
         };
-        let outcome = stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
+        let outcome = stock_runs(cfg, &mut stack, "stock-cold", &plan, 1, work_dir).await?;
         let mut report = ScenarioReport::new(
             "stock-cold",
             &format!(
@@ -610,7 +622,87 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
         report.checks = outcome.checks;
         report.extra = outcome.extra;
         report.set_memory(stack.memory(&outcome.rss));
-        add_upstream_ratio(&mut report);
+        add_upstream_ratio(&mut report, 1);
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Symbols per `quotes-batch` request.
+const BATCH_SYMBOLS: usize = 20;
+
+/// `/api/v1/quotes?q=` lists of [`BATCH_SYMBOLS`] distinct symbols each: windows over a
+/// pool of `pool` symbols (the hot tickers, then made-up ones that the fake feed also
+/// quotes), so different requests ask for overlapping but different lists.
+fn batch_targets(pool: usize) -> Vec<String> {
+    let symbols: Vec<String> = HOT_SYMBOLS
+        .iter()
+        .map(|s| s.to_string())
+        .chain((HOT_SYMBOLS.len()..).map(|i| format!("hot{i}.us")))
+        .take(pool.max(BATCH_SYMBOLS))
+        .collect();
+    (0..symbols.len())
+        .map(|start| {
+            let list: Vec<String> = (0..BATCH_SYMBOLS)
+                .map(|k| symbols[(start + k) % symbols.len()].replace('^', "%5E"))
+                .collect();
+            format!("/api/v1/quotes?q={}", list.join(","))
+        })
+        .collect()
+}
+
+async fn quotes_batch(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let name = Scenario::QuotesBatch.name();
+    let mut stack = Stack::start(
+        &cfg.bins,
+        stack_options(cfg, Backend::Postgres, Transport::Amqp),
+        work_dir,
+    )
+    .await?;
+    let outcome = async {
+        let users = stack.create_users("batch_user_", cfg.users, false).await?;
+        let plan = Plan {
+            method: "GET",
+            targets: batch_targets(cfg.hot_symbols * 2),
+            tokens: tokens(&users),
+            bodies: vec![],
+            pause_ms: None,
+        };
+        let outcome = stock_runs(
+            cfg,
+            &mut stack,
+            &name,
+            &plan,
+            BATCH_SYMBOLS as i64,
+            work_dir,
+        )
+        .await?;
+        let mut report = ScenarioReport::new(
+            &name,
+            &format!(
+                "GET /quotes, {BATCH_SYMBOLS} symbols per request, {} users x {} lists, AMQP \
+                 transport, PostgreSQL",
+                users.len(),
+                plan.targets.len()
+            ),
+            cfg.connections,
+            outcome.runs,
+        );
+        report.checks = outcome.checks;
+        report.extra = outcome.extra;
+        let quotes_per_s: Vec<f64> = report
+            .runs
+            .iter()
+            .map(|r| r.ok.unwrap_or(0) as f64 * BATCH_SYMBOLS as f64 / r.duration_s.max(1e-9))
+            .collect();
+        report.extra.insert(
+            "quotes_per_s".into(),
+            serde_json::json!(median(&quotes_per_s)),
+        );
+        report.set_memory(stack.memory(&outcome.rss));
+        add_upstream_ratio(&mut report, BATCH_SYMBOLS as u64);
         Ok::<_, anyhow::Error>(report)
     }
     .await;

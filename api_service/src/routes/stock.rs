@@ -63,6 +63,16 @@ pub struct StockResponse {
     quote: f64,
 }
 
+impl From<shared::Quote> for StockResponse {
+    fn from(quote: shared::Quote) -> Self {
+        Self {
+            symbol: quote.symbol,
+            company_name: quote.name,
+            quote: quote.close,
+        }
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/stock",
@@ -138,11 +148,7 @@ pub async fn stock(
     )
     .await?;
 
-    Ok(Json(StockResponse {
-        symbol: quote.symbol,
-        company_name: quote.name,
-        quote: quote.close,
-    }))
+    Ok(Json(StockResponse::from(quote)))
 }
 
 #[instrument(skip_all, fields(user_id = user_id))]
