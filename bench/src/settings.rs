@@ -69,6 +69,10 @@ pub struct Settings {
     #[arg(long, env = "BENCH_HOT_SYMBOLS", default_value_t = 20)]
     pub hot_symbols: usize,
 
+    /// Distinct symbols of stock-rpc (every request crosses the broker).
+    #[arg(long, env = "BENCH_RPC_SYMBOLS", default_value_t = 200)]
+    pub rpc_symbols: usize,
+
     /// Distinct symbols of stock-cold.
     #[arg(long, env = "BENCH_COLD_SYMBOLS", default_value_t = 2000)]
     pub cold_symbols: usize,
@@ -82,7 +86,7 @@ pub struct Settings {
     pub stats_symbols: usize,
 
     /// Directory holding the release binaries (fake_stooq, quote_service, api_service,
-    /// rpc_echo).
+    /// rpc_echo, http_baseline).
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
     pub bin_dir: PathBuf,
 
