@@ -15,8 +15,9 @@ use crate::scenarios::Scenario;
     about = "End-to-end benchmark: starts the stack from release builds and drives it with wrk"
 )]
 pub struct Settings {
-    /// Scenarios to run, comma-separated (default: all). echo runs first whenever a stock-*
-    /// scenario is chosen, since they are reported as a ratio to it.
+    /// Scenarios to run, comma-separated (default: all). The baselines a stock scenario is
+    /// reported as a ratio to run first with it: echo for stock-hot* and stock-rpc,
+    /// http-baseline for stock-hot*.
     #[arg(long, env = "BENCH_SCENARIOS", value_delimiter = ',', value_enum)]
     pub scenarios: Vec<Scenario>,
 
