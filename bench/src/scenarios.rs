@@ -102,7 +102,8 @@ pub struct RunFigures {
     pub ok: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
-    /// Requests still in flight when wrk stopped.
+    /// Requests sent but never answered: still in flight when wrk stopped (or lost with a
+    /// broken connection). Zero for a run that drained completely.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut_off_in_flight: Option<u64>,
     /// History rows that appeared during the run.
@@ -412,10 +413,15 @@ async fn http_baseline(cfg: &Config, work_dir: &std::path::Path) -> Result<Scena
         let mut runs = Vec::new();
         for n in 1..=cfg.runs {
             server.ensure_running()?;
+            // Drained like the /stock runs it is compared with, so both pay the same wrk
+            // script (`delay()` before every request) and count throughput the same way.
             let result = wrk::run(
                 &url,
                 &plan,
-                load(cfg, cfg.connections, cfg.duration, timeout),
+                Load {
+                    drain: Some(DRAIN),
+                    ..load(cfg, cfg.connections, cfg.duration, timeout)
+                },
                 work_dir,
             )
             .await?;
@@ -822,21 +828,25 @@ fn add_upstream_ratio(report: &mut ScenarioReport) {
         .iter()
         .map(|r| r.upstream_requests.unwrap_or(0) as f64 / r.ok.unwrap_or(0).max(1) as f64)
         .collect();
+    // Batch fill only where there were upstream requests (none at all is not "0 symbols").
     let per_request: Vec<f64> = report
         .runs
         .iter()
-        .map(|r| {
-            r.upstream_symbols.unwrap_or(0) as f64 / r.upstream_requests.unwrap_or(0).max(1) as f64
+        .filter_map(|r| {
+            let requests = r.upstream_requests.filter(|n| *n > 0)?;
+            Some(r.upstream_symbols.unwrap_or(0) as f64 / requests as f64)
         })
         .collect();
     report.extra.insert(
         "upstream_requests_per_quote".into(),
         serde_json::json!(median(&per_quote)),
     );
-    report.extra.insert(
-        "symbols_per_upstream_request".into(),
-        serde_json::json!(median(&per_request)),
-    );
+    if !per_request.is_empty() {
+        report.extra.insert(
+            "symbols_per_upstream_request".into(),
+            serde_json::json!(median(&per_request)),
+        );
+    }
 }
 
 async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
