@@ -15,7 +15,7 @@ use serde_json::Value;
 /// so only a hung browser or node process gets here.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 /// The oldest Node.js playwright-core supports.
-const MIN_NODE_MAJOR: u32 = 18;
+const MIN_NODE_MAJOR: u32 = 20;
 
 /// Node.js, Chromium and the suite's installed npm packages.
 pub struct BrowserTools {
