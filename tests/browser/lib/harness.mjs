@@ -183,6 +183,18 @@ class Scenario {
         });
     }
 
+    /** Presses Tab until `locator` has the focus, as a keyboard user reaches a control. */
+    async tabTo(locator, maxPresses = 30) {
+        const handle = await locator.elementHandle();
+        for (let i = 0; i < maxPresses; i++) {
+            if (await handle.evaluate((el) => el === document.activeElement)) {
+                return;
+            }
+            await this.page.keyboard.press('Tab');
+        }
+        throw new Failure(`${locator} is not reached with ${maxPresses} presses of Tab`);
+    }
+
     nav() {
         return this.page.getByRole('navigation');
     }

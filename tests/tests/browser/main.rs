@@ -121,7 +121,11 @@ async fn a_person_signs_in_and_reaches_every_user_page() {
     app.create_user(USER, Role::User).await;
 
     browser
-        .run(&app.address, "sign-in", json!({ "user": credentials(USER) }))
+        .run(
+            &app.address,
+            "sign-in",
+            json!({ "user": credentials(USER) }),
+        )
         .await;
 }
 

@@ -30,8 +30,9 @@ pub fn tools_or_skip() -> Option<BrowserTools> {
     match find_tools() {
         Ok(tools) => Some(tools),
         Err(why) => {
-            let why =
-                format!("{why} (run scripts/install-browser-tools.sh to install the browser tools)");
+            let why = format!(
+                "{why} (run scripts/install-browser-tools.sh to install the browser tools)"
+            );
             if shared::config::running_in_ci() {
                 panic!("{why}, and CI=true requires them");
             }
@@ -58,11 +59,18 @@ fn find_tools() -> Result<BrowserTools, String> {
     }
     let chromium = std::env::var_os("CHROMIUM_BIN")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    version_of(&chromium).ok_or_else(|| format!("Chromium does not run at {}", chromium.display()))?;
+    version_of(&chromium)
+        .ok_or_else(|| format!("Chromium does not run at {}", chromium.display()))?;
     for package in ["playwright-core", "axe-core"] {
-        let manifest = suite.join("node_modules").join(package).join("package.json");
+        let manifest = suite
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
         if !manifest.is_file() {
-            return Err(format!("the npm package {package} is not installed in {}", suite.display()));
+            return Err(format!(
+                "the npm package {package} is not installed in {}",
+                suite.display()
+            ));
         }
     }
     Ok(BrowserTools {
