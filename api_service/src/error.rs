@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 403: authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: signed in by the session cookie, but a request that changes something came
+    /// without the session's CSRF token (or with another one).
+    #[error("{0}")]
+    CsrfFailed(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -99,7 +103,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidSymbol(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CsrfFailed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -121,6 +125,7 @@ impl ApiError {
             ApiError::InvalidSymbol(_) => "invalid_symbol",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::CsrfFailed(_) => "csrf_failed",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
@@ -145,7 +150,7 @@ pub struct ErrorEnvelope<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     /// Stable, machine-readable reason: `bad_request`, `invalid_symbol`, `unauthorized`,
-    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `forbidden`, `csrf_failed`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
     /// `unsupported_media_type`, `validation_failed`, `too_many_requests`,
     /// `upstream_unavailable`, `upstream_rejected`, `quote_service_error`,
     /// `quote_service_unavailable`, `database_unavailable`, `login_overloaded`, `timeout`,

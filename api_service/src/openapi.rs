@@ -6,7 +6,7 @@
 //!
 //! Served at [`OPENAPI_PATH`], browsable with Swagger UI at [`DOCS_PATH`].
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::error::ErrorEnvelope;
@@ -17,6 +17,9 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 pub const DOCS_PATH: &str = "/docs";
 /// Name of the security scheme the authenticated operations require.
 pub const BEARER: &str = "bearer";
+/// Name of the alternative scheme browsers use: the session cookie (with the CSRF header on
+/// requests that change something).
+pub const SESSION_COOKIE: &str = "session_cookie";
 
 /// The document's header and shared components; paths are added by the router.
 #[derive(OpenApi)]
@@ -31,12 +34,14 @@ pub const BEARER: &str = "bearer";
             Branch on `code` (stable); `message` is for humans; quote `request_id` (also in the \
             `x-request-id` response header) when reporting a problem."
     ),
-    modifiers(&BearerScheme),
+    modifiers(&SecuritySchemes),
     components(
         schemas(ErrorEnvelope),
         responses(
             Unauthorized,
             Forbidden,
+            CsrfFailed,
+            ForbiddenOrCsrfFailed,
             BadJsonBody,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -47,7 +52,7 @@ pub const BEARER: &str = "bearer";
         )
     ),
     tags(
-        (name = "auth", description = "Obtaining and revoking bearer tokens"),
+        (name = "auth", description = "Obtaining and revoking bearer tokens and browser sessions"),
         (name = "quotes", description = "Stock quotes and the caller's own history"),
         (name = "admin", description = "Admins only: statistics and user management"),
         (name = "operations", description = "Health, readiness and Prometheus metrics")
@@ -55,10 +60,11 @@ pub const BEARER: &str = "bearer";
 )]
 pub struct ApiDoc;
 
-/// Registers the `bearer` scheme: `Authorization: Bearer <JWT from /api/v1/login>`.
-struct BearerScheme;
+/// Registers the `bearer` scheme (`Authorization: Bearer <JWT from /api/v1/login>`) and the
+/// browsers' `session_cookie` scheme.
+struct SecuritySchemes;
 
-impl Modify for BearerScheme {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -73,6 +79,17 @@ impl Modify for BearerScheme {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            SESSION_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session_cookie::COOKIE_NAME,
+                "For browsers: the HttpOnly cookie `POST /api/v1/session` sets (the same kind of \
+                 token as a bearer's). A request it authenticates whose method is not GET, HEAD \
+                 or OPTIONS must also send `X-CSRF-Token: <csrf_token>`, the value the session \
+                 endpoints answer, else 403 `csrf_failed`. An `Authorization` header, when \
+                 present, is used instead of the cookie.",
+            ))),
         );
     }
 }
@@ -95,6 +112,25 @@ pub struct Unauthorized(pub ErrorEnvelope<'static>);
     example = json!({"error": {"code": "forbidden", "message": "this endpoint is for admins only", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
 )]
 pub struct Forbidden(pub ErrorEnvelope<'static>);
+
+/// Signed in by the session cookie, but the request changes something and came without the
+/// session's `X-CSRF-Token` (or with another session's).
+#[derive(ToResponse)]
+#[response(
+    example = json!({"error": {"code": "csrf_failed", "message": "wrong X-CSRF-Token", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})
+)]
+pub struct CsrfFailed(pub ErrorEnvelope<'static>);
+
+/// An admin endpoint called by a user (`forbidden`), or, signed in by the session cookie,
+/// without the session's `X-CSRF-Token` (`csrf_failed`).
+#[derive(ToResponse)]
+#[response(
+    examples(
+        ("not an admin" = (value = json!({"error": {"code": "forbidden", "message": "this endpoint is for admins only", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
+        ("no CSRF token" = (value = json!({"error": {"code": "csrf_failed", "message": "wrong X-CSRF-Token", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
+    )
+)]
+pub struct ForbiddenOrCsrfFailed(pub ErrorEnvelope<'static>);
 
 /// The body is not one well-formed JSON value (empty, cut short, or not JSON at all).
 #[derive(ToResponse)]

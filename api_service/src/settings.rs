@@ -145,6 +145,13 @@ pub struct Settings {
     #[arg(long, env = "LOGIN_LOCKOUT", default_value = "5m", value_parser = parse_positive_duration)]
     pub login_lockout: Duration,
 
+    /// Mark the web app's session cookie `Secure`, so browsers send it over HTTPS only. Set
+    /// it whenever clients reach the API over TLS (directly or through a TLS-terminating
+    /// proxy); leave it off for plain-HTTP local use, where browsers would drop the cookie.
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
     /// On SIGTERM/Ctrl-C: how long in-flight requests may still finish before exit.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -184,6 +191,7 @@ impl Settings {
             login_max_failures: 5,
             login_max_failures_per_ip: 20,
             login_lockout: Duration::from_secs(300),
+            cookie_secure: false,
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
         };

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use shared::http_server::{self, HttpServerSettings};
 
 use crate::auth::login_throttle::{self, SharedCounts};
-use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
+use crate::auth::{Hasher, JwtKeys, LoginThrottle, SessionCookie, UserCache};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -71,6 +71,10 @@ impl Application {
             hasher,
             users: Arc::new(UserCache::new(settings.user_cache_ttl)),
             login_throttle,
+            session_cookie: SessionCookie {
+                secure: settings.cookie_secure,
+                max_age: settings.jwt_ttl,
+            },
             metrics: Arc::new(Metrics::new()),
             top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
         };

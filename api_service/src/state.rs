@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{Hasher, JwtKeys, LoginThrottle, UserCache};
+use crate::auth::{Hasher, JwtKeys, LoginThrottle, SessionCookie, UserCache};
 use crate::fresh_read::FreshRead;
 use crate::metrics::Metrics;
 use crate::store::{StockCount, Store, StoreError};
@@ -16,6 +16,8 @@ pub struct AppState {
     pub hasher: Hasher,
     pub users: Arc<UserCache>,
     pub login_throttle: Arc<LoginThrottle>,
+    /// How `/session` writes the browser's cookie.
+    pub session_cookie: SessionCookie,
     pub metrics: Arc<Metrics>,
     /// `/stats` reads shared among concurrent admins (see `fresh_read`).
     pub top_stocks: Arc<FreshRead<Vec<StockCount>, StoreError>>,

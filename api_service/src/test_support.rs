@@ -80,6 +80,18 @@ impl Store for MemoryStore {
         let inner = self.check()?;
         Ok(inner.users.iter().find(|u| u.id == id).cloned())
     }
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let inner = self.check()?;
+        let mut users: Vec<User> = inner
+            .users
+            .iter()
+            .filter(|u| after.is_none_or(|after| u.username.as_str() > after))
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        users.truncate(limit as usize);
+        Ok(users)
+    }
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let mut inner = self.check()?;
         let Some(pos) = inner.users.iter().position(|u| u.username == username) else {
@@ -345,6 +357,10 @@ pub async fn state(
             20,
             std::time::Duration::from_secs(300),
         )),
+        session_cookie: crate::auth::SessionCookie {
+            secure: false,
+            max_age: Duration::from_secs(3600),
+        },
         metrics: Arc::new(Metrics::new()),
         top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
     }

@@ -401,6 +401,7 @@ fn every_setting_has_an_env_var_and_help() {
         "RPC_TIMEOUT",
         "HASH_CONCURRENCY",
         "USER_CACHE_TTL",
+        "COOKIE_SECURE",
         "SHUTDOWN_GRACE",
         "RUST_LOG",
         "LOG_FORMAT",
@@ -438,6 +439,13 @@ fn defaults_parse_and_bad_values_are_refused() {
     assert_eq!(cli.settings.database_max_connections, 10);
     assert_eq!(cli.settings.quote_queue, shared::DEFAULT_QUOTE_QUEUE);
     assert!(cli.settings.handle_signals);
+    assert!(
+        !cli.settings.cookie_secure,
+        "plain HTTP works out of the box"
+    );
+    let secure =
+        api_service::cli::Cli::try_parse_from(["api_service", "--cookie-secure", "true"]).unwrap();
+    assert!(secure.settings.cookie_secure);
 
     for bad in [
         vec!["api_service", "--rpc-timeout", "soon"],

@@ -20,7 +20,7 @@ mod schema;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use api_service::openapi::{BEARER, DOCS_PATH, OPENAPI_PATH};
+use api_service::openapi::{BEARER, DOCS_PATH, OPENAPI_PATH, SESSION_COOKIE};
 use api_service::settings::TestTransport;
 use api_service::state::AppState;
 use api_service::store::provision::fresh_sqlite;
@@ -213,7 +213,7 @@ fn documented_response<'a>(
 }
 
 /// Headers a client acts on: when a response carries one, its documentation must say so.
-const MEANINGFUL_HEADERS: &[&str] = &["link", "retry-after", "www-authenticate"];
+const MEANINGFUL_HEADERS: &[&str] = &["link", "retry-after", "www-authenticate", "set-cookie"];
 
 /// Checks one real response against the document: status documented for the operation,
 /// content type documented, body valid against the schema, meaningful headers documented.
@@ -402,20 +402,31 @@ fn document_describes_parameters_security_and_the_error_envelope() {
     assert_eq!(scheme["scheme"], "bearer");
     assert_eq!(scheme["bearerFormat"], "JWT");
 
-    let public = ["/api/v1/login", "/healthz", "/readyz", "/metrics"];
+    let cookie = &document["components"]["securitySchemes"][SESSION_COOKIE];
+    assert_eq!(cookie["type"], "apiKey");
+    assert_eq!(cookie["in"], "cookie");
+    assert_eq!(cookie["name"], "sq_session");
+
+    let public = [
+        "post /api/v1/login",
+        "post /api/v1/session",
+        "get /healthz",
+        "get /readyz",
+        "get /metrics",
+    ];
     for (method, path) in documented_operations(&document) {
         let operation = &document["paths"][&path][&method];
         let at = format!("{method} {path}");
         assert!(operation["summary"].is_string(), "{at} has no summary");
         assert!(operation["tags"].is_array(), "{at} has no tag");
         let security = operation.get("security");
-        if public.contains(&path.as_str()) {
+        if public.contains(&at.as_str()) {
             assert!(security.is_none(), "{at} is public but documents security");
         } else {
             assert_eq!(
                 security,
-                Some(&json!([{BEARER: []}])),
-                "{at} must require the bearer"
+                Some(&json!([{BEARER: []}, {SESSION_COOKIE: []}])),
+                "{at} must require the bearer or the session cookie"
             );
             for status in [401, 500] {
                 documented_response(&document, &method, &path, status).unwrap();
@@ -545,6 +556,10 @@ enum Auth {
     Spare,
     Root,
     Garbage,
+    /// A third token of alice's, for the session cases that sign it out.
+    Other,
+    /// That third token as the session cookie, with no CSRF header.
+    CookieWithoutCsrf,
 }
 
 enum Body {
@@ -586,6 +601,7 @@ struct Tokens {
     alice: String,
     spare: String,
     root: String,
+    other: String,
 }
 
 /// Sends one case, checks its status and validates the response against the document.
@@ -606,6 +622,13 @@ async fn run(
         Auth::Spare => request = request.bearer_auth(&tokens.spare),
         Auth::Root => request = request.bearer_auth(&tokens.root),
         Auth::Garbage => request = request.bearer_auth("not-a-jwt"),
+        Auth::Other => request = request.bearer_auth(&tokens.other),
+        Auth::CookieWithoutCsrf => {
+            request = request.header(
+                reqwest::header::COOKIE,
+                format!("sq_session={}", tokens.other),
+            );
+        }
     }
     match case.body {
         Body::None => {}
@@ -647,6 +670,7 @@ async fn real_responses_validate_against_the_documented_schemas() {
         alice: app.login("alice").await,
         spare: app.login("alice").await,
         root: app.login("root").await,
+        other: app.login("alice").await,
     };
     let mut seen: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let big = vec![b' '; 20 * 1024];
@@ -829,6 +853,17 @@ async fn real_responses_validate_against_the_documented_schemas() {
         )
         .code("validation_failed"),
         case("delete", "/api/v1/users/root", Auth::Root, Body::None, 409).code("conflict"),
+        case("get", "/api/v1/users?limit=1", Auth::Root, Body::None, 200),
+        case(
+            "get",
+            "/api/v1/users?cursor=bob",
+            Auth::Root,
+            Body::None,
+            200,
+        ),
+        case("get", "/api/v1/users?limit=0", Auth::Root, Body::None, 400).code("bad_request"),
+        case("get", "/api/v1/users", Auth::Alice, Body::None, 403).code("forbidden"),
+        case("get", "/api/v1/users", Auth::None, Body::None, 401).code("unauthorized"),
         case(
             "patch",
             "/api/v1/users/bob",
@@ -911,8 +946,73 @@ async fn real_responses_validate_against_the_documented_schemas() {
         case("delete", "/api/v1/users/bob", Auth::Alice, Body::None, 403).code("forbidden"),
         case("delete", "/api/v1/users/bob", Auth::Root, Body::None, 204),
         case("post", "/api/v1/logout", Auth::None, Body::None, 401).code("unauthorized"),
+        // Browser sessions.
+        case(
+            "post",
+            "/api/v1/session",
+            Auth::None,
+            Body::Json(json!({"username": "alice", "password": "alice-password"})),
+            200,
+        ),
+        case(
+            "post",
+            "/api/v1/session",
+            Auth::None,
+            Body::Json(json!({"username": "alice", "password": "wrong-password"})),
+            401,
+        )
+        .code("unauthorized"),
+        case(
+            "post",
+            "/api/v1/session",
+            Auth::None,
+            Body::Raw(Some("application/json"), b"{".to_vec()),
+            400,
+        )
+        .code("bad_request"),
+        case("get", "/api/v1/session", Auth::Other, Body::None, 200),
+        case("get", "/api/v1/session", Auth::None, Body::None, 401).code("unauthorized"),
+        case(
+            "delete",
+            "/api/v1/session",
+            Auth::CookieWithoutCsrf,
+            Body::None,
+            403,
+        )
+        .code("csrf_failed"),
+        case("delete", "/api/v1/session", Auth::Other, Body::None, 204),
+        case("delete", "/api/v1/session", Auth::Other, Body::None, 401).code("unauthorized"),
         case("post", "/api/v1/logout", Auth::Spare, Body::None, 204),
         case("post", "/api/v1/logout", Auth::Spare, Body::None, 401).code("unauthorized"),
+        // Own password: the wrong current one, a weak new one, then a real change (which
+        // signs out every token of alice's: the last case that uses one).
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(
+                json!({"current_password": "not-it-at-all", "new_password": "a-brand-new-one"}),
+            ),
+            401,
+        )
+        .code("unauthorized"),
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(json!({"current_password": "alice-password", "new_password": "short"})),
+            422,
+        )
+        .code("validation_failed"),
+        case(
+            "put",
+            "/api/v1/users/me/password",
+            Auth::Alice,
+            Body::Json(
+                json!({"current_password": "alice-password", "new_password": "a-brand-new-one"}),
+            ),
+            204,
+        ),
         case("get", "/metrics", Auth::None, Body::None, 200),
     ];
     for case in cases {

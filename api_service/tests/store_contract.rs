@@ -95,6 +95,40 @@ async fn users_create_find_delete(store: Arc<dyn Store>) {
     assert!(store.user_by_id(bob.id).await.unwrap().is_some());
 }
 
+async fn users_are_listed_in_byte_order_of_the_username_page_by_page(store: Arc<dyn Store>) {
+    // Byte order puts `.` < digits < `@` < upper case < `_` < lower case, which a
+    // locale-aware collation (PostgreSQL's default) would not.
+    let names = [
+        "bob", "Bob", "_x", ".dot", "9lives", "a@b", "alice", "ALICE", "a_b",
+    ];
+    for name in names {
+        store.create_user(user(name)).await.unwrap();
+    }
+    let mut expected: Vec<&str> = names.to_vec();
+    expected.sort_unstable();
+
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_users(after.as_deref(), 4).await.unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.username.clone());
+        listed.extend(page.into_iter().map(|u| u.username));
+    }
+
+    assert_eq!(listed, expected);
+    let whole = store.list_users(None, 100).await.unwrap();
+    let bob = whole.iter().find(|u| u.username == "bob").unwrap();
+    assert_eq!(
+        *bob,
+        store.user_by_username("bob").await.unwrap().unwrap(),
+        "every field as stored"
+    );
+    assert!(store.list_users(Some("zzz"), 10).await.unwrap().is_empty());
+    assert_eq!(store.list_users(None, 1).await.unwrap().len(), 1);
+}
+
 async fn duplicate_username_conflicts(store: Arc<dyn Store>) {
     store.create_user(user("dup")).await.unwrap();
     let err = store.create_user(user("dup")).await.unwrap_err();
@@ -651,6 +685,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     users_create_find_delete,
+    users_are_listed_in_byte_order_of_the_username_page_by_page,
     duplicate_username_conflicts,
     a_password_hash_is_replaced_only_while_it_is_still_the_old_one,
     a_changed_password_or_role_bumps_the_token_version,

@@ -63,11 +63,9 @@ function renderHeader(path) {
       h('a', { href: `#${target}`, 'aria-current': target === path ? 'page' : undefined }, label)));
   nav.append(h('ul', {}, links));
   const signOutButton = h('button', { type: 'button', class: 'secondary', onclick: () => signOut(signOutButton) }, 'Sign out');
-  who.append(
-    h('span', { class: 'who-name' }, h('span', { class: 'visually-hidden' }, 'Signed in as '), session.username),
-    session.role === 'admin' ? h('span', { class: 'badge' }, 'admin') : null,
-    signOutButton,
-  );
+  who.append(h('span', { class: 'who-name' }, h('span', { class: 'visually-hidden' }, 'Signed in as '), session.username));
+  if (session.role === 'admin') who.append(h('span', { class: 'badge' }, 'admin'));
+  who.append(signOutButton);
 }
 
 function focusHeading() {

@@ -40,7 +40,8 @@ export function lineChart(points, label) {
   const path = sorted
     .map((p, i) => `${i === 0 ? 'M' : 'L'}${x(times[i]).toFixed(1)},${y(p.value).toFixed(1)}`)
     .join(' ');
-  const dots = sorted.map((p, i) => s('circle', { class: 'dot', cx: x(times[i]), cy: y(p.value), r: 3 },
+  // Dots only while they stay apart; past that the line says it all.
+  const dots = sorted.length > 60 ? [] : sorted.map((p, i) => s('circle', { class: 'dot', cx: x(times[i]), cy: y(p.value), r: 3 },
     s('title', {}, `${formatShort(p.time)}: ${formatPrice(p.value)}`)));
 
   return s('svg', {

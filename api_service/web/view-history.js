@@ -20,6 +20,7 @@ export function mount(main) {
   let generation = 0;
   const symbols = new Set();
   const msg = messages();
+  const count = h('p', { class: 'count muted' });
   const chartMsg = messages();
 
   // Filter
@@ -68,12 +69,15 @@ export function mount(main) {
     }
   }
 
+  /** Keeps the chosen symbol while it is listed, else picks the most recently quoted one. */
   function updateSymbolOptions() {
-    const chosen = select.value;
     const list = [...symbols].sort();
-    if (list.join() === [...select.options].map((o) => o.value).join()) return;
-    clear(select);
-    for (const sym of list) select.append(h('option', { value: sym }, sym));
+    const newest = (tbody.querySelector('tr td:nth-child(2)') || {}).textContent;
+    const chosen = list.includes(select.value) ? select.value : newest;
+    if (list.join() !== [...select.options].map((o) => o.value).join()) {
+      clear(select);
+      for (const sym of list) select.append(h('option', { value: sym }, sym));
+    }
     if (list.includes(chosen)) select.value = chosen;
   }
 
@@ -95,7 +99,8 @@ export function mount(main) {
         tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'empty' },
           filter ? `No quotes for ${filter.toUpperCase()} in your history.` : 'No quotes yet: get one on the Quote page.')));
       }
-      msg.status(`Showing ${tbody.querySelectorAll('time').length} quotes${next ? '; more are available' : ''}.`);
+      const shown = tbody.querySelectorAll('time').length;
+      count.textContent = `${shown} ${shown === 1 ? 'quote' : 'quotes'} shown${next ? '; more to load' : ''}.`;
       const hadSymbols = select.options.length > 0;
       updateSymbolOptions();
       if (reset || !hadSymbols) drawChart();
@@ -183,6 +188,7 @@ export function mount(main) {
     h('div', { class: 'toolbar' }, filterForm, csv),
     ...msg.elements,
     h('div', { class: 'table-wrap' }, table),
+    count,
     more,
     chartSection,
   );

@@ -68,7 +68,7 @@ export function mount(main, { session }) {
   function showQuote(q) {
     clear(result);
     const market = marketTime(q.symbol, q);
-    const row = (label, value) => [h('dt', {}, label), h('dd', {}, value)];
+    const row = (label, value) => h('div', {}, h('dt', {}, label), h('dd', {}, value));
     result.append(
       h('div', { class: 'quote-head' },
         h('h2', {}, q.symbol),

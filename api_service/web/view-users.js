@@ -57,7 +57,7 @@ export function mount(main, { session, endSession }) {
       h('th', { scope: 'row' }, user.username),
       roleCell,
       h('td', {}, h('time', { datetime: user.created_at }, formatInstant(user.created_at))),
-      h('td', { class: 'actions' }, roleButton, resetButton, deleteButton));
+      h('td', {}, h('div', { class: 'actions' }, roleButton, resetButton, deleteButton)));
     return row;
   }
 
@@ -164,7 +164,10 @@ export function mount(main, { session, endSession }) {
     }, `8 to 128 characters. ${user.username} is signed out everywhere.`);
     const dialogMsg = messages();
     const submit = h('button', { type: 'submit' }, 'Set password');
-    const form = h('form', { novalidate: true }, password.field, ...dialogMsg.elements,
+    // The account's name, hidden, so password managers file the new password under it.
+    const form = h('form', { novalidate: true },
+      h('input', { type: 'text', autocomplete: 'username', value: user.username, hidden: true, readonly: true }),
+      password.field, ...dialogMsg.elements,
       h('div', { class: 'buttons' }, submit, cancelButton()));
     form.addEventListener('submit', async (event) => {
       event.preventDefault();

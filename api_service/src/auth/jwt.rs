@@ -71,12 +71,21 @@ pub enum TokenError {
     Invalid,
 }
 
-/// A freshly issued token, as returned by `/login`.
+/// A freshly issued token, as returned by `/login` and `/session`.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub expires_in: u64,
+    /// The token's `jti`: what its CSRF token is derived from (see [`JwtKeys::csrf_token`]).
+    pub jti: String,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: u64,
 }
+
+/// Prefixed to a `jti` before it is MACed into a CSRF token: a JWT's signing input is
+/// base64url text joined by dots and never contains `:`, so no CSRF token is ever a valid
+/// signature of a token, nor the other way round.
+const CSRF_DOMAIN: &[u8] = b"csrf-v1:";
 
 pub struct JwtKeys {
     encoding: EncodingKey,
@@ -174,7 +183,33 @@ impl JwtKeys {
         self.sign(&claims).map(|token| IssuedToken {
             token,
             expires_in: self.ttl.as_secs(),
+            jti: claims.jti,
+            expires_at: claims.exp,
         })
+    }
+
+    /// The CSRF token of the session whose token has this `jti`: HMAC-SHA256 under the
+    /// signing key, base64url. Bound to that one token (a new sign-in gets a new one), never
+    /// stored, and unforgeable without the key; the page learns it from the `/session`
+    /// answer, which a cross-site page cannot read.
+    pub fn csrf_token(&self, jti: &str) -> Result<String, anyhow::Error> {
+        Ok(jsonwebtoken::crypto::sign(
+            &csrf_message(jti),
+            &self.encoding,
+            Algorithm::HS256,
+        )?)
+    }
+
+    /// Whether `presented` is the CSRF token of the token with this `jti` (compared in
+    /// constant time; anything that is not base64url is simply wrong).
+    pub fn csrf_matches(&self, jti: &str, presented: &str) -> bool {
+        jsonwebtoken::crypto::verify(
+            presented,
+            &csrf_message(jti),
+            &self.decoding,
+            Algorithm::HS256,
+        )
+        .unwrap_or(false)
     }
 
     /// Signs arbitrary claims (tests craft expired or not-yet-valid tokens with this).
@@ -199,6 +234,10 @@ impl JwtKeys {
             }),
         }
     }
+}
+
+fn csrf_message(jti: &str) -> Vec<u8> {
+    [CSRF_DOMAIN, jti.as_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -423,5 +462,36 @@ mod tests {
         let keys = JwtKeys::from_settings(&settings).unwrap();
         let token = keys.issue(1, Role::User, 0).unwrap().token;
         assert!(keys.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_csrf_token_belongs_to_one_token_and_one_key() {
+        let keys = keys();
+        let issued = keys.issue(7, Role::User, 0).unwrap();
+        let csrf = keys.csrf_token(&issued.jti).unwrap();
+
+        assert!(keys.csrf_matches(&issued.jti, &csrf));
+        let other = keys.issue(7, Role::User, 0).unwrap();
+        assert!(!keys.csrf_matches(&other.jti, &csrf), "another session's");
+        let other_key = JwtKeys::new(
+            &SecretString::from("another-secret-that-is-long-enough-0123456789"),
+            "stock-quotes",
+            "stock-quotes-api",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        assert!(!other_key.csrf_matches(&issued.jti, &csrf), "another key's");
+        for wrong in [
+            "",
+            "not base64!",
+            &csrf[1..],
+            &format!("{csrf}A"),
+            &issued.jti,
+        ] {
+            assert!(!keys.csrf_matches(&issued.jti, wrong), "{wrong:?}");
+        }
+        // Never usable as a token signature, nor a token's signature as a CSRF token.
+        let signature = issued.token.rsplit('.').next().unwrap();
+        assert!(!keys.csrf_matches(&issued.jti, signature));
     }
 }

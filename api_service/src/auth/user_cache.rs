@@ -22,6 +22,8 @@ const SWEEP_ABOVE: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// What `GET /session` tells the page the user is called.
+    pub username: Arc<str>,
     pub role: Role,
     /// Unix seconds; tokens issued before this belong to an earlier holder of the id.
     pub created_at: i64,
@@ -35,6 +37,7 @@ pub struct UserRecord {
 impl UserRecord {
     pub fn new(user: &User, revoked: Vec<String>) -> Self {
         Self {
+            username: user.username.as_str().into(),
             role: user.role,
             created_at: user.created_at.timestamp(),
             token_version: user.token_version,
@@ -174,6 +177,7 @@ mod tests {
 
     fn admin() -> UserRecord {
         UserRecord {
+            username: "someone".into(),
             role: Role::Admin,
             created_at: 0,
             token_version: 0,
@@ -230,6 +234,7 @@ mod record_tests {
 
     fn record(token_version: i64, revoked: &[&str]) -> UserRecord {
         UserRecord {
+            username: "someone".into(),
             role: Role::User,
             created_at: 0,
             token_version,
@@ -262,6 +267,7 @@ mod invalidation_tests {
         let cache = UserCache::new(Duration::from_secs(2));
         let epoch = cache.epoch();
         let stale = UserRecord {
+            username: "someone".into(),
             role: Role::User,
             created_at: 0,
             token_version: 0,

@@ -105,7 +105,7 @@ impl From<HistoryEntry> for HistoryItem {
         of the next page (`rel=\"next\"`); follow it until it is absent. Pages stay stable \
         while new quotes are recorded.",
     params(HistoryParams),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "One page of history (possibly empty)", body = [HistoryItem],
             headers(("Link" = String, description = "Present when another page exists: \

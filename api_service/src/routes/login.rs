@@ -1,5 +1,6 @@
 //! `POST /api/v1/login`: username and password in, bearer token out.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -10,6 +11,7 @@ use tracing::instrument;
 
 use tracing::Instrument as _;
 
+use crate::auth::jwt::IssuedToken;
 use crate::auth::login_throttle::{Attempt, ClientAddr, Refusal};
 use crate::auth::password;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -20,9 +22,9 @@ use crate::store::User;
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     #[schema(example = "alice")]
-    username: String,
+    pub(super) username: String,
     #[schema(value_type = String, format = Password, example = "alice-password")]
-    password: SecretString,
+    pub(super) password: SecretString,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -76,7 +78,42 @@ pub async fn login(
     ClientAddr(address): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    let (_, issued) = sign_in(&state, address, body).await?;
+    Ok(Json(LoginResponse {
+        token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+    }))
+}
+
+/// Checks the credentials under the login throttle and issues a token: what `/login` and
+/// `/session` share, so a browser sign-in is throttled, counted and answered exactly like
+/// an API client's.
+pub(super) async fn sign_in(
+    state: &AppState,
+    address: Option<IpAddr>,
+    body: LoginRequest,
+) -> Result<(User, IssuedToken), ApiError> {
     let LoginRequest { username, password } = body;
+    let user = verify_credentials(state, address, username, password).await?;
+    // The next request will almost certainly present this token: warm the cache.
+    state.users.warm(state.store.as_ref(), &user).await?;
+    let issued = state
+        .jwt
+        .issue(user.id, user.role, user.token_version)
+        .map_err(ApiError::internal)?;
+    tracing::info!(user_id = user.id, "login succeeded");
+    Ok((user, issued))
+}
+
+/// The user, if `password` is theirs: admitted by the login throttle first, the verdict
+/// counted by it after (also what a password change uses to check the current password).
+pub(super) async fn verify_credentials(
+    state: &AppState,
+    address: Option<IpAddr>,
+    username: String,
+    password: SecretString,
+) -> Result<User, ApiError> {
     let well_formed = crate::users::validate_username(&username).is_ok();
     if well_formed {
         tracing::Span::current().record("username", username.as_str());
@@ -90,22 +127,10 @@ pub async fn login(
     // has still cost a full argon2 run, so its attempt must still be counted.
     let check =
         check_password(state.clone(), attempt, username, password, well_formed).in_current_span();
-    let user = tokio::spawn(check).await.map_err(ApiError::internal)??;
-    // The next request will almost certainly present this token: warm the cache.
-    state.users.warm(state.store.as_ref(), &user).await?;
-    let issued = state
-        .jwt
-        .issue(user.id, user.role, user.token_version)
-        .map_err(ApiError::internal)?;
-    tracing::info!(user_id = user.id, "login succeeded");
-    Ok(Json(LoginResponse {
-        token: issued.token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in,
-    }))
+    tokio::spawn(check).await.map_err(ApiError::internal)?
 }
 
-fn refused(refusal: Refusal, address: Option<std::net::IpAddr>) -> ApiError {
+pub(super) fn refused(refusal: Refusal, address: Option<IpAddr>) -> ApiError {
     let (message, retry_after) = match refusal {
         Refusal::LockedOut(wait) => ("too many failed logins; try again later", wait),
         Refusal::Paced(wait) => (

@@ -17,10 +17,11 @@ use crate::store::RevokedToken;
     description = "The token is refused from then on, by this instance at once and by every \
         other instance sharing the database within `USER_CACHE_TTL` (at most 2 s), until it \
         would have expired anyway. Other tokens of the same user stay valid.",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 204, description = "Revoked"),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CsrfFailed),
         (status = 500, response = crate::openapi::Internal),
         (status = 503, response = crate::openapi::DatabaseUnavailable),
     )
@@ -30,6 +31,13 @@ pub async fn logout(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<StatusCode, ApiError> {
+    revoke(&state, session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses the session's token from now on: at once here, within `USER_CACHE_TTL` on the
+/// other instances. Shared with `DELETE /session`.
+pub(super) async fn revoke(state: &AppState, session: Session) -> Result<(), ApiError> {
     let token = RevokedToken {
         user_id: session.user.id,
         jti: session.jti,
@@ -39,5 +47,5 @@ pub async fn logout(
     state.store.revoke_token(token, now).await?;
     state.users.invalidate(session.user.id);
     tracing::info!("logged out");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

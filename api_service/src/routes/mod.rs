@@ -1,10 +1,12 @@
 //! The HTTP surface: one small module per endpoint, assembled with the cross-cutting layers
 //! (request ids, tracing, metrics, body limit, panic safety net) in [`router`].
 
+mod account;
 mod health;
 mod history;
 mod login;
 mod logout;
+mod session;
 mod stats;
 mod stock;
 mod users;
@@ -46,9 +48,11 @@ fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login::login))
         .routes(routes!(logout::logout))
+        .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
         .routes(routes!(history::history))
-        .routes(routes!(users::create))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(account::change_password))
         .routes(routes!(users::update, users::delete))
         .routes(routes!(stats::stats))
         .routes(routes!(health::healthz))

@@ -26,7 +26,7 @@ pub struct StatsItem {
     tag = "admin",
     summary = "The five most requested symbols (admins only)",
     description = "Counts every quote served to any user; highest count first, ties by symbol.",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "Up to five symbols with their request counts", body = [StatsItem]),
         (status = 401, response = crate::openapi::Unauthorized),

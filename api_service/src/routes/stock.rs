@@ -89,7 +89,7 @@ pub struct StockResponse {
     description = "Fetches the quote from the quote service and commits it to the caller's \
         history before answering, so a 200 is always found in `/api/v1/users/history`.",
     params(StockParams),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "The quote", body = StockResponse),
         (status = 400, description = "`q` is missing or breaks the symbol rules", body = ErrorEnvelope,

@@ -18,6 +18,10 @@ use crate::test_support::{self, FakeTransport, MemoryStore, quote};
 use crate::transport::TransportError;
 use shared::{ErrorCode, QuoteError};
 
+mod account;
+mod session;
+mod users_list;
+
 struct TestApp {
     router: Router,
     store: Arc<MemoryStore>,

@@ -1,19 +1,25 @@
-//! Account management for admins: `POST /api/v1/users` creates a user, `PATCH` and `DELETE
-//! /api/v1/users/{username}` change a role or password and remove one. A change revokes the
-//! user's tokens; no change may leave the service without an admin.
+//! Account management for admins: `GET /api/v1/users` lists the accounts, `POST
+//! /api/v1/users` creates one, `PATCH` and `DELETE /api/v1/users/{username}` change a role or
+//! password and remove one. A change revokes the user's tokens; no change may leave the
+//! service without an admin.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{self, parse_limit};
 use crate::state::AppState;
 use crate::store::{ChangeOutcome, Role, User, UserChange};
 use crate::users::{self, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, USERNAME_MAX_CHARS};
@@ -42,7 +48,7 @@ fn username_schema() -> Object {
 }
 
 /// The rules [`users::validate_password`] applies, from its own constants.
-fn password_schema() -> Object {
+pub(super) fn password_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
@@ -78,18 +84,128 @@ impl From<User> for UserView {
     }
 }
 
+#[derive(Deserialize)]
+pub struct ListParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The cursor is the last username of the previous page: any name the username rules allow
+/// is a position (none after it is simply an empty page), and the empty string is the start.
+fn cursor_pattern() -> String {
+    let class = shared::pattern::ascii_alphanumeric_class(users::USERNAME_PUNCTUATION);
+    format!("^(?:{class}{{1,{USERNAME_MAX_CHARS}}})?$")
+}
+
+/// Written by hand so the bounds come from the constants the parsers apply.
+impl utoipa::IntoParams for ListParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let limit = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(pagination::MIN_LIMIT))
+            .maximum(Some(pagination::MAX_LIMIT));
+        let cursor = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(cursor_pattern()));
+        vec![
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!(
+                    "Users per page (default {})",
+                    pagination::DEFAULT_LIMIT
+                )))
+                .schema(Some(limit))
+                .example(Some(50.into()))
+                .build(),
+            ParameterBuilder::new()
+                .name("cursor")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Position from a previous page's `Link` header (the last username it \
+                     showed); absent (or empty) for the first page",
+                ))
+                .schema(Some(cursor))
+                .build(),
+        ]
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "admin",
+    summary = "List the users by username (admins only)",
+    description = "Keyset-paginated like the history, in byte order of the username: when more \
+        users exist, the `Link` header holds the URL of the next page (`rel=\"next\"`).",
+    params(ListParams),
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "One page of users (possibly empty)", body = [UserView],
+            headers(("Link" = String, description = "Present when another page may exist: \
+                `</api/v1/users?limit=50&cursor=bob>; rel=\"next\"`"))),
+        (status = 400, description = "`limit` out of range or not a number, or a cursor that is no username", body = ErrorEnvelope,
+            example = json!({"error": {"code": "bad_request", "message": "limit must be a whole number between 1 and 1000, got \"0\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::DatabaseUnavailable),
+    )
+)]
+#[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = admin.0.id))]
+pub async fn list(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    let _ = admin;
+    let limit = parse_limit(params.limit.as_deref()).map_err(ApiError::BadRequest)?;
+    let after = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(name) => {
+            users::validate_username(name).map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid cursor; pass back the one from the Link header".into(),
+                )
+            })?;
+            Some(name)
+        }
+    };
+    // One extra row tells whether another page exists without a COUNT.
+    let mut rows = state.store.list_users(after, limit + 1).await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = has_more
+        .then(|| rows.last().map(|last| last.username.clone()))
+        .flatten();
+
+    let page: Vec<UserView> = rows.into_iter().map(UserView::from).collect();
+    let mut response = Json(page).into_response();
+    if let Some(cursor) = next {
+        // Usernames are URL-safe as they are (letters, digits and . _ - @).
+        let link = format!("</api/v1/users?limit={limit}&cursor={cursor}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/users",
     tag = "admin",
     summary = "Create a user (admins only)",
     request_body = CreateUserRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 400, response = crate::openapi::BadJsonBody),
         (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
+        (status = 403, response = crate::openapi::ForbiddenOrCsrfFailed),
         (status = 409, description = "The username is taken", body = ErrorEnvelope,
             example = json!({"error": {"code": "conflict", "message": "username \"bob\" is already taken", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
         (status = 413, response = crate::openapi::PayloadTooLarge),
@@ -171,12 +287,12 @@ fn no_such_user(username: &str) -> ApiError {
         within `USER_CACHE_TTL`): they sign in again with the new password or role.",
     params(("username" = String, Path, description = "The account to change", example = "bob")),
     request_body = UpdateUserRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "Changed", body = UserView),
         (status = 400, response = crate::openapi::BadJsonBody),
         (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
+        (status = 403, response = crate::openapi::ForbiddenOrCsrfFailed),
         (status = 404, description = "No such user", body = ErrorEnvelope,
             example = json!({"error": {"code": "not_found", "message": "no user named \"bob\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
         (status = 409, description = "It would leave no admin", body = ErrorEnvelope,
@@ -235,11 +351,11 @@ pub async fn update(
     tag = "admin",
     summary = "Delete a user and their history (admins only)",
     params(("username" = String, Path, description = "The account to delete", example = "bob")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 204, description = "Deleted; the user's tokens stop working"),
         (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
+        (status = 403, response = crate::openapi::ForbiddenOrCsrfFailed),
         (status = 404, description = "No such user", body = ErrorEnvelope,
             example = json!({"error": {"code": "not_found", "message": "no user named \"bob\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
         (status = 409, description = "It is the last admin", body = ErrorEnvelope,

@@ -51,6 +51,11 @@ const POSTGRES: &[Script] = &[
         "history positions for older writers",
         include_str!("../../migrations/postgres/0005_history_seq_for_older_writers.sql"),
     ),
+    (
+        6,
+        "users in byte order",
+        include_str!("../../migrations/postgres/0006_users_in_byte_order.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {

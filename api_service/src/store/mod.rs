@@ -206,6 +206,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
+    /// Up to `limit` users whose username comes after `after` (all when `None`), in byte
+    /// order of the username on both backends: the admin list's keyset pages.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
     /// Deletes the user and their history; returns whether the user existed.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
     /// Stores `new` as the user's password hash only if it is still `old` (so a rehash never

@@ -302,6 +302,21 @@ impl Store for PostgresStore {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = "postgres", limit = limit))]
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        // Byte order (COLLATE "C"), as on SQLite, whatever the database's collation; served
+        // by the `users_username_bytes` index (migration 6) as one range scan.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username COLLATE \"C\" > $1 \
+             ORDER BY username COLLATE \"C\" LIMIT $2"
+        )))
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM users WHERE username = $1")

@@ -216,6 +216,20 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = "sqlite", limit = limit))]
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        // Usernames are never empty, so "" is before every one: one query shape. The UNIQUE
+        // index on username (BINARY collation: byte order) serves it as one range scan.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username > ? ORDER BY username LIMIT ?"
+        )))
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
     #[instrument(skip_all, fields(backend = "sqlite"))]
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM users WHERE username = ?")
