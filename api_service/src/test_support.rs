@@ -36,6 +36,8 @@ pub struct MemoryStore {
     /// When set, every call fails as if the database were down.
     pub down: AtomicBool,
     pub user_lookups: AtomicUsize,
+    /// The `limit` of every `history_page` call, in order: how the handlers page.
+    pub history_page_limits: Mutex<Vec<u32>>,
 }
 
 impl MemoryStore {
@@ -200,14 +202,17 @@ impl Store for MemoryStore {
     async fn history_page(
         &self,
         user_id: i64,
+        symbol: Option<&str>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history_page_limits.lock().unwrap().push(limit);
         let inner = self.check()?;
         let mut rows: Vec<HistoryEntry> = inner
             .history
             .iter()
             .filter(|(u, e)| *u == user_id && before.is_none_or(|b| e.id < b))
+            .filter(|(_, e)| symbol.is_none_or(|s| e.symbol.eq_ignore_ascii_case(s)))
             .map(|(_, e)| e.clone())
             .collect();
         rows.sort_by_key(|e| std::cmp::Reverse(e.id));

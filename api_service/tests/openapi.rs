@@ -467,6 +467,23 @@ fn document_describes_parameters_security_and_the_error_envelope() {
         history["cursor"]["schema"]["pattern"],
         pagination::cursor_pattern()
     );
+    assert_eq!(history["symbol"]["required"], false);
+    let filter = regex::Regex::new(history["symbol"]["schema"]["pattern"].as_str().unwrap());
+    let filter = filter.unwrap();
+    for raw in [
+        "",
+        " ",
+        "aapl.us",
+        " ^SPX ",
+        "a/b",
+        "x".repeat(21).as_str(),
+        "a b",
+    ] {
+        let accepted = raw.trim().is_empty() || shared::Symbol::parse(raw).is_ok();
+        assert_eq!(filter.is_match(raw), accepted, "{raw:?}");
+    }
+    let csv = parameters("/api/v1/users/history.csv");
+    assert_eq!(csv["symbol"], history["symbol"]);
     let new_user = &document["components"]["schemas"]["CreateUserRequest"]["properties"];
     assert_eq!(new_user["username"]["pattern"], users::username_pattern());
     assert_eq!(new_user["username"]["maxLength"], users::USERNAME_MAX_CHARS);
@@ -777,6 +794,51 @@ async fn real_responses_validate_against_the_documented_schemas() {
         )
         .code("bad_request"),
         case("get", "/api/v1/users/history", Auth::None, Body::None, 401).code("unauthorized"),
+        case(
+            "get",
+            "/api/v1/users/history?symbol=S5&limit=1",
+            Auth::Alice,
+            Body::None,
+            200,
+        ),
+        case(
+            "get",
+            "/api/v1/users/history?symbol=a%2Fb",
+            Auth::Alice,
+            Body::None,
+            400,
+        )
+        .code("invalid_symbol"),
+        case(
+            "get",
+            "/api/v1/users/history.csv",
+            Auth::Alice,
+            Body::None,
+            200,
+        ),
+        case(
+            "get",
+            "/api/v1/users/history.csv?symbol=s6",
+            Auth::Alice,
+            Body::None,
+            200,
+        ),
+        case(
+            "get",
+            "/api/v1/users/history.csv?symbol=a%2Fb",
+            Auth::Alice,
+            Body::None,
+            400,
+        )
+        .code("invalid_symbol"),
+        case(
+            "get",
+            "/api/v1/users/history.csv",
+            Auth::None,
+            Body::None,
+            401,
+        )
+        .code("unauthorized"),
         // Admin.
         case("get", "/api/v1/stats", Auth::Root, Body::None, 200),
         case("get", "/api/v1/stats", Auth::None, Body::None, 401).code("unauthorized"),
@@ -1074,6 +1136,14 @@ async fn real_responses_validate_against_the_documented_schemas() {
             .code("database_unavailable"),
         case("get", "/api/v1/users/history", Auth::Alice, Body::None, 503)
             .code("database_unavailable"),
+        case(
+            "get",
+            "/api/v1/users/history.csv",
+            Auth::Alice,
+            Body::None,
+            503,
+        )
+        .code("database_unavailable"),
         case("get", "/api/v1/stats", Auth::Root, Body::None, 503).code("database_unavailable"),
         case(
             "post",

@@ -46,7 +46,10 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 async fn all_history(store: &Arc<dyn Store>, user_id: i64) -> Vec<store::HistoryEntry> {
-    store.history_page(user_id, None, u32::MAX).await.unwrap()
+    store
+        .history_page(user_id, None, None, u32::MAX)
+        .await
+        .unwrap()
 }
 
 fn counts(list: &[(&str, i64)]) -> Vec<StockCount> {
@@ -334,8 +337,17 @@ async fn history_is_newest_first_and_round_trips(store: Arc<dyn Store>) {
         );
     }
     assert!(got.windows(2).all(|w| w[0].id > w[1].id), "ids descending");
-    assert_eq!(store.history_page(u.id, None, 2).await.unwrap().len(), 2);
-    assert!(store.history_page(u.id, None, 0).await.unwrap().is_empty());
+    assert_eq!(
+        store.history_page(u.id, None, None, 2).await.unwrap().len(),
+        2
+    );
+    assert!(
+        store
+            .history_page(u.id, None, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
@@ -349,7 +361,7 @@ async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
         .map(|e| e.id)
         .collect();
 
-    let first = store.history_page(u.id, None, 4).await.unwrap();
+    let first = store.history_page(u.id, None, None, 4).await.unwrap();
     let first_ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(first_ids, everything[..4]);
 
@@ -359,7 +371,7 @@ async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
     }
     let cursor = first.last().unwrap().id;
     let second: Vec<i64> = store
-        .history_page(u.id, Some(cursor), 4)
+        .history_page(u.id, None, Some(cursor), 4)
         .await
         .unwrap()
         .iter()
@@ -367,7 +379,7 @@ async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(second, everything[4..8]);
     let third: Vec<i64> = store
-        .history_page(u.id, Some(*second.last().unwrap()), 4)
+        .history_page(u.id, None, Some(*second.last().unwrap()), 4)
         .await
         .unwrap()
         .iter()
@@ -375,15 +387,52 @@ async fn pagination_cursor_is_stable_while_rows_arrive(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(third, everything[8..10], "short last page");
     let past_end = store
-        .history_page(u.id, Some(*third.last().unwrap()), 4)
+        .history_page(u.id, None, Some(*third.last().unwrap()), 4)
         .await
         .unwrap();
     assert!(past_end.is_empty());
 
     // The new rows are on a fresh first page, above every old id.
-    let fresh = store.history_page(u.id, None, 3).await.unwrap();
+    let fresh = store.history_page(u.id, None, None, 3).await.unwrap();
     assert!(fresh.iter().all(|e| e.id > everything[0]));
     assert_eq!(fresh[0].name, "MSFT.US name 12");
+}
+
+async fn history_filtered_by_symbol_pages_case_insensitively(store: Arc<dyn Store>) {
+    let u = store.create_user(user("filter")).await.unwrap();
+    let other = store.create_user(user("other")).await.unwrap();
+    let symbols = [
+        "AAPL.US", "MSFT.US", "aapl.us", "^SPX", "AAPL.US", "AAPL.USX",
+    ];
+    let entries: Vec<NewHistoryEntry> = symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| quote(s, i as i64))
+        .collect();
+    store.seed_history(u.id, &entries).await.unwrap();
+    store
+        .seed_history(other.id, &[quote("AAPL.US", 99)])
+        .await
+        .unwrap();
+
+    let first = store
+        .history_page(u.id, Some("aapl.US"), None, 2)
+        .await
+        .unwrap();
+    let rest = store
+        .history_page(u.id, Some("aapl.US"), Some(first[1].id), 2)
+        .await
+        .unwrap();
+
+    let names = |rows: &[store::HistoryEntry]| -> Vec<String> {
+        rows.iter().map(|r| r.name.clone()).collect()
+    };
+    assert_eq!(names(&first), ["AAPL.US name 4", "aapl.us name 2"]);
+    assert_eq!(names(&rest), ["AAPL.US name 0"]);
+    let caret = store.history_page(u.id, Some("^spx"), None, 10).await;
+    assert_eq!(names(&caret.unwrap()), ["^SPX name 3"]);
+    let none = store.history_page(u.id, Some("ibm.us"), None, 10).await;
+    assert!(none.unwrap().is_empty());
 }
 
 async fn users_see_only_their_history(store: Arc<dyn Store>) {
@@ -402,7 +451,7 @@ async fn users_see_only_their_history(store: Arc<dyn Store>) {
     // A cursor taken from another user's page does not leak rows either.
     let foreign_cursor = hb[0].id + 1;
     let page = store
-        .history_page(a.id, Some(foreign_cursor), 10)
+        .history_page(a.id, None, Some(foreign_cursor), 10)
         .await
         .unwrap();
     assert!(page.iter().all(|e| e.symbol == "AAA.US"));
@@ -587,7 +636,7 @@ async fn seed_history_matches_record_quote(store: Arc<dyn Store>) {
     // Deep pagination walks the whole set exactly once.
     let (mut cursor, mut seen) = (None, 0);
     loop {
-        let page = store.history_page(u.id, cursor, 1000).await.unwrap();
+        let page = store.history_page(u.id, None, cursor, 1000).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -698,6 +747,7 @@ contract_tests!(
     revoking_a_deleted_users_token_is_a_no_op,
     history_is_newest_first_and_round_trips,
     pagination_cursor_is_stable_while_rows_arrive,
+    history_filtered_by_symbol_pages_case_insensitively,
     users_see_only_their_history,
     delete_user_cascades_history,
     top_stocks_orders_by_count_then_symbol,
@@ -835,14 +885,17 @@ async fn perf_deep_history_page(store: Arc<dyn Store>) {
         store.seed_history(u.id, &entries).await.unwrap();
     }
     eprintln!("seeded {ROWS} rows in {:?}", seeding.elapsed());
-    let newest = store.history_page(u.id, None, 1).await.unwrap()[0].id;
+    let newest = store.history_page(u.id, None, None, 1).await.unwrap()[0].id;
     let oldest = newest - ROWS + 1;
     let mut samples = Vec::new();
     for i in 0..2000_i64 {
         // Cursors spread over the whole range, mostly deep.
         let cursor = oldest + 1000 + (i * 7919) % (ROWS - 1000);
         let started = std::time::Instant::now();
-        let page = store.history_page(u.id, Some(cursor), 50).await.unwrap();
+        let page = store
+            .history_page(u.id, None, Some(cursor), 50)
+            .await
+            .unwrap();
         samples.push(started.elapsed());
         assert_eq!(page.len(), 50);
     }
@@ -1029,7 +1082,7 @@ async fn postgres_outage_is_unavailable_and_recovers() {
         .await
         .unwrap_err();
     assert!(write.is_unavailable(), "record_quote: {write:?}");
-    let read = store.history_page(u.id, None, 10).await.unwrap_err();
+    let read = store.history_page(u.id, None, None, 10).await.unwrap_err();
     assert!(read.is_unavailable(), "history_page: {read:?}");
     // Each outage names the server that was tried (never the URL, which holds a password).
     let tried = format!("127.0.0.1:{port}");
@@ -1099,11 +1152,11 @@ async fn postgres_paging_is_exact_while_a_writer_commits_late() {
         async move { second.record_quote(u.id, quote("FAST.US", 2)).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let page1 = first.history_page(u.id, None, 2).await.unwrap();
+    let page1 = first.history_page(u.id, None, None, 2).await.unwrap();
     slow.await.unwrap().unwrap();
     fast.await.unwrap().unwrap();
     let cursor = page1.last().map(|e| e.id);
-    let page2 = first.history_page(u.id, cursor, 100).await.unwrap();
+    let page2 = first.history_page(u.id, None, cursor, 100).await.unwrap();
 
     // Assert: every row ranked at or below the first page's newest was served by the pages.
     let all = all_history(&first, u.id).await;

@@ -231,7 +231,7 @@ pub async fn history_symbols(store: &dyn Store, user_id: i64) -> BTreeMap<String
     let mut before = None;
     loop {
         let page = store
-            .history_page(user_id, before, 1000)
+            .history_page(user_id, None, before, 1000)
             .await
             .expect("reading history");
         for row in &page {

@@ -1,5 +1,6 @@
 //! `GET /api/v1/users/history`: the caller's own quote requests, newest first, keyset
-//! paginated with `?limit=` and an opaque `?cursor=` from the `Link` header.
+//! paginated with `?limit=` and an opaque `?cursor=` from the `Link` header, optionally only
+//! those of one `?symbol=`.
 
 use axum::Json;
 use axum::extract::State;
@@ -18,11 +19,52 @@ use crate::extract::ApiQuery;
 use crate::pagination::{self, Cursor, parse_limit};
 use crate::state::AppState;
 use crate::store::HistoryEntry;
+use shared::Symbol;
 
 #[derive(Deserialize)]
 pub struct HistoryParams {
     limit: Option<String>,
     cursor: Option<String>,
+    symbol: Option<String>,
+}
+
+/// `?symbol=`: absent, empty or blank means every symbol; anything else must follow the
+/// symbol rules (400 `invalid_symbol` otherwise).
+pub(super) fn parse_symbol_filter(raw: Option<&str>) -> Result<Option<Symbol>, ApiError> {
+    match raw {
+        Some(raw) if !raw.trim().is_empty() => Symbol::parse(raw)
+            .map(Some)
+            .map_err(|err| ApiError::InvalidSymbol(err.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// The `symbol` query parameter as documented: the symbol rules of [`Symbol::parse`], or
+/// nothing but whitespace (no filter).
+pub(super) fn symbol_filter_param() -> Parameter {
+    let space = shared::pattern::whitespace_class();
+    let symbol = shared::pattern::ascii_alphanumeric_class(shared::symbol::SYMBOL_PUNCTUATION);
+    let max = shared::symbol::MAX_SYMBOL_LEN;
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^{space}*(?:{symbol}{{1,{max}}}{space}*)?$")));
+    ParameterBuilder::new()
+        .name("symbol")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "Only the entries of this symbol (case-insensitive, the rules of `q` on \
+             `/api/v1/stock`); absent or empty for every symbol",
+        ))
+        .schema(Some(schema))
+        .example(Some("aapl.us".into()))
+        .build()
+}
+
+/// A symbol as it may stand in a URL's query: its only character outside the unreserved
+/// set is `^`.
+pub(super) fn symbol_in_query(symbol: &Symbol) -> String {
+    symbol.as_str().replace('^', "%5E")
 }
 
 /// Written by hand so the bounds and the cursor's form come from [`pagination`]'s constants,
@@ -59,6 +101,7 @@ impl utoipa::IntoParams for HistoryParams {
                 ))
                 .schema(Some(cursor))
                 .build(),
+            symbol_filter_param(),
         ]
     }
 }
@@ -102,16 +145,17 @@ impl From<HistoryEntry> for HistoryItem {
     tag = "quotes",
     summary = "The caller's own quote requests, newest first",
     description = "Keyset-paginated: when more entries exist, the `Link` header holds the URL \
-        of the next page (`rel=\"next\"`); follow it until it is absent. Pages stay stable \
-        while new quotes are recorded.",
+        of the next page (`rel=\"next\"`, keeping the `symbol` filter); follow it until it is \
+        absent. Pages stay stable while new quotes are recorded.",
     params(HistoryParams),
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "One page of history (possibly empty)", body = [HistoryItem],
             headers(("Link" = String, description = "Present when another page exists: \
                 `</api/v1/users/history?limit=50&cursor=AQAAAAAAAAAq>; rel=\"next\"`"))),
-        (status = 400, description = "`limit` out of range or not a number, or a cursor this API did not issue", body = ErrorEnvelope,
+        (status = 400, description = "`limit` out of range or not a number, a cursor this API did not issue, or a `symbol` that breaks the symbol rules (`invalid_symbol`)", body = ErrorEnvelope,
             examples(
+                ("bad symbol" = (value = json!({"error": {"code": "invalid_symbol", "message": "symbol contains '/'; only ASCII letters, digits and . ^ - _ are allowed", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
                 ("bad limit" = (value = json!({"error": {"code": "bad_request", "message": "limit must be a whole number between 1 and 1000, got \"0\"", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}}))),
                 ("bad cursor" = (value = json!({"error": {"code": "bad_request", "message": "invalid cursor; pass back the one from the Link header", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})))
             )),
@@ -131,10 +175,16 @@ pub async fn history(
         None | Some("") => None,
         Some(raw) => Some(Cursor::decode(raw).map_err(ApiError::BadRequest)?),
     };
+    let symbol = parse_symbol_filter(params.symbol.as_deref())?;
     // One extra row tells whether another page exists without a COUNT.
     let mut rows = state
         .store
-        .history_page(user.id, before.map(|c| c.0), limit + 1)
+        .history_page(
+            user.id,
+            symbol.as_ref().map(Symbol::as_str),
+            before.map(|c| c.0),
+            limit + 1,
+        )
         .await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
@@ -145,8 +195,12 @@ pub async fn history(
     let items: Vec<HistoryItem> = rows.into_iter().map(HistoryItem::from).collect();
     let mut response = Json(items).into_response();
     if let Some(cursor) = next {
+        let filter = symbol
+            .as_ref()
+            .map(|s| format!("&symbol={}", symbol_in_query(s)))
+            .unwrap_or_default();
         let link = format!(
-            "</api/v1/users/history?limit={limit}&cursor={}>; rel=\"next\"",
+            "</api/v1/users/history?limit={limit}&cursor={}{filter}>; rel=\"next\"",
             cursor.encode()
         );
         if let Ok(value) = HeaderValue::from_str(&link) {

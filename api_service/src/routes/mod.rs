@@ -4,6 +4,7 @@
 mod account;
 mod health;
 mod history;
+mod history_csv;
 mod login;
 mod logout;
 mod session;
@@ -51,6 +52,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
         .routes(routes!(history::history))
+        .routes(routes!(history_csv::history_csv))
         .routes(routes!(users::list, users::create))
         .routes(routes!(account::change_password))
         .routes(routes!(users::update, users::delete))

@@ -19,6 +19,8 @@ use crate::transport::TransportError;
 use shared::{ErrorCode, QuoteError};
 
 mod account;
+mod history_csv;
+mod history_filter;
 mod session;
 mod users_list;
 
@@ -579,7 +581,7 @@ async fn stock_returns_the_quote_and_records_it_first() {
         })
     );
     let alice = app.user_id("alice").await;
-    let rows = app.store.history_page(alice, None, 10).await.unwrap();
+    let rows = app.store.history_page(alice, None, None, 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].symbol, "AAPL.US");
     assert_eq!(rows[0].name, "APPLE");

@@ -23,6 +23,11 @@ const SQLITE: &[Script] = &[
         "revocation",
         include_str!("../../migrations/sqlite/0002_revocation.sql"),
     ),
+    (
+        3,
+        "history by symbol",
+        include_str!("../../migrations/sqlite/0003_history_by_symbol.sql"),
+    ),
 ];
 
 const POSTGRES: &[Script] = &[
@@ -55,6 +60,11 @@ const POSTGRES: &[Script] = &[
         6,
         "users in byte order",
         include_str!("../../migrations/postgres/0006_users_in_byte_order.sql"),
+    ),
+    (
+        7,
+        "history by symbol",
+        include_str!("../../migrations/postgres/0007_history_by_symbol.sql"),
     ),
 ];
 

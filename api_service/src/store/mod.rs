@@ -235,10 +235,12 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts the history row and bumps the symbol's counter in ONE transaction; when this
     /// returns Ok the row is committed (a 200 from /stock relies on it).
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError>;
-    /// The user's entries newest first, with `id < before` when a cursor is given.
+    /// The user's entries newest first, with `id < before` when a cursor is given, and only
+    /// those of `symbol` (compared case-insensitively) when one is given.
     async fn history_page(
         &self,
         user_id: i64,
+        symbol: Option<&str>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError>;

@@ -463,25 +463,39 @@ impl Store for PostgresStore {
         self.commits.submit(user_id, entry).await
     }
 
-    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id, before = ?before, limit = limit))]
+    #[instrument(skip_all, fields(backend = "postgres", user_id = user_id, symbol = ?symbol, before = ?before, limit = limit))]
     async fn history_page(
         &self,
         user_id: i64,
+        symbol: Option<&str>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        // A missing cursor is "before the end of time": one query shape, one index range scan
-        // (an `$2 IS NULL OR` form would defeat the index in a generic plan).
-        // Positions, not identity ids: see `assign_positions`.
-        let rows = sqlx::query(
-            "SELECT seq AS id, requested_at, symbol, name, open, high, low, close FROM history \
-             WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-        )
-        .bind(user_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
+        // A missing cursor is "before the end of time": one query shape per filter, one index
+        // range scan (an `$2 IS NULL OR` form would defeat the index in a generic plan). The
+        // symbol form uses `history_user_symbol_seq` (migration 7), whose expression
+        // `upper(symbol)` it repeats exactly. Positions, not identity ids: see
+        // `assign_positions`.
+        let query = match symbol {
+            None => sqlx::query(
+                "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
+                 FROM history WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            ),
+            Some(_) => sqlx::query(
+                "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
+                 FROM history WHERE user_id = $1 AND seq < $2 AND upper(symbol) = $4 \
+                 ORDER BY seq DESC LIMIT $3",
+            ),
+        };
+        let query = query
+            .bind(user_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit));
+        let query = match symbol {
+            Some(symbol) => query.bind(symbol.to_ascii_uppercase()),
+            None => query,
+        };
+        let rows = query.fetch_all(&mut *self.conn().await?).await?;
         Ok(rows
             .iter()
             .map(history_from_row)

@@ -362,23 +362,35 @@ impl Store for SqliteStore {
         self.commits.submit(user_id, entry).await
     }
 
-    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, before = ?before, limit = limit))]
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, symbol = ?symbol, before = ?before, limit = limit))]
     async fn history_page(
         &self,
         user_id: i64,
+        symbol: Option<&str>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        // A missing cursor is "before the end of time": keeps one query shape, one plan.
-        let rows = sqlx::query(
-            "SELECT id, requested_at, symbol, name, open, high, low, close FROM history \
-             WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(user_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // A missing cursor is "before the end of time": keeps one query shape, one plan, per
+        // filter. The symbol form is one range scan of `history_user_symbol` (migration 3),
+        // whose expression `upper(symbol)` it repeats exactly.
+        let query = match symbol {
+            None => sqlx::query(
+                "SELECT id, requested_at, symbol, name, open, high, low, close FROM history \
+                 WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            )
+            .bind(user_id),
+            Some(symbol) => sqlx::query(
+                "SELECT id, requested_at, symbol, name, open, high, low, close FROM history \
+                 WHERE user_id = ? AND upper(symbol) = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            )
+            .bind(user_id)
+            .bind(symbol.to_ascii_uppercase()),
+        };
+        let rows = query
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(history_from_row)

@@ -193,3 +193,64 @@ async fn usernames_that_cannot_be_accounts_get_the_ordinary_401(backend: tests::
     }
     assert_eq!(app.login("admin", PASSWORD).await.status(), StatusCode::OK);
 }
+
+/// A browser's whole session over real HTTP: sign in, read with the cookie alone, be refused a
+/// change without the CSRF token, change the password with it, and find the old cookie dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_lives_in_its_cookie_and_dies_with_a_password_change() {
+    let Some(app) = spawn_app().await else { return };
+    app.create_user("alice", Role::User).await;
+    let signed_in = app
+        .client
+        .post(app.url("/api/v1/session"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let set_cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set_cookie.contains("; HttpOnly"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let body: Value = signed_in.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+    let put = |csrf: Option<&str>| {
+        let mut request = app
+            .client
+            .put(app.url("/api/v1/users/me/password"))
+            .header("cookie", &cookie)
+            .json(&change);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+
+    let history = app
+        .client
+        .get(app.url("/api/v1/users/history"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let without_csrf = put(None).await.unwrap();
+    let with_csrf = put(Some(&csrf)).await.unwrap();
+    let after = app
+        .client
+        .get(app.url("/api/v1/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(history.status(), StatusCode::OK);
+    assert_eq!(without_csrf.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(without_csrf).await, "csrf_failed");
+    assert_eq!(with_csrf.status(), StatusCode::NO_CONTENT);
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let relogin = app.login("alice", "a brand new passphrase").await;
+    assert_eq!(relogin.status(), StatusCode::OK);
+}

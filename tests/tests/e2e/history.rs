@@ -1,4 +1,4 @@
-use api_service::store::Role;
+use api_service::store::{NewHistoryEntry, Role};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tests::{Backend, TestApp, error_code, spawn_app, stack};
@@ -9,6 +9,8 @@ on_both_backends!(
     history_lists_own_queries_newest_first,
     pagination_walks_every_row_once_while_new_rows_arrive,
     users_never_see_each_others_history,
+    a_large_history_downloads_as_csv_complete_and_newest_first,
+    the_csv_and_the_pages_keep_to_one_symbol,
 );
 
 async fn history_lists_own_queries_newest_first(backend: Backend) {
@@ -101,6 +103,90 @@ async fn pagination_walks_every_row_once_while_new_rows_arrive(backend: Backend)
     assert!(pages >= 2);
     let (all, _) = walk_pages(&app, &token, "/api/v1/users/history?limit=4").await;
     assert_eq!(all.len(), 9);
+}
+
+/// Reads a CSV download: its header checked, its records returned.
+async fn csv_rows(app: &TestApp, token: &str, path: &str) -> Vec<csv::StringRecord> {
+    let response = app.get_with_token(path, token).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8",
+        "{path}"
+    );
+    let text = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["date", "symbol", "name", "open", "high", "low", "close"]
+    );
+    reader.records().map(Result::unwrap).collect()
+}
+
+async fn a_large_history_downloads_as_csv_complete_and_newest_first(backend: Backend) {
+    let Some(app) = stack().backend(backend).spawn().await else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    let user_id = app
+        .store
+        .user_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // Several download pages' worth, with names a spreadsheet must not split or mangle.
+    const ROWS: usize = 3_210;
+    let entries: Vec<NewHistoryEntry> = (0..ROWS)
+        .map(|i| NewHistoryEntry {
+            requested_at: chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
+            symbol: "ACME.US".into(),
+            name: format!("Acme, \"No. {i}\"\nHoldings"),
+            open: 1.0,
+            high: 2.0,
+            low: 0.5,
+            close: i as f64 + 0.25,
+        })
+        .collect();
+    app.store.seed_history(user_id, &entries).await.unwrap();
+
+    let rows = csv_rows(&app, &token, "/api/v1/users/history.csv").await;
+
+    assert_eq!(rows.len(), ROWS);
+    for (k, row) in rows.iter().enumerate() {
+        let i = ROWS - 1 - k;
+        assert_eq!(&row[2], format!("Acme, \"No. {i}\"\nHoldings"), "row {k}");
+        assert_eq!(&row[6], format!("{}", i as f64 + 0.25), "row {k}");
+        let date = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap();
+        assert_eq!(
+            &row[0],
+            date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+}
+
+async fn the_csv_and_the_pages_keep_to_one_symbol(backend: Backend) {
+    let Some(app) = stack().backend(backend).spawn().await else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    for symbol in ["aapl.us", "msft.us", "aapl.us", "^spx", "aapl.us"] {
+        assert_eq!(app.stock(&token, symbol).await.status(), StatusCode::OK);
+    }
+
+    let (pages, _) = walk_pages(&app, &token, "/api/v1/users/history?symbol=AAPL.US&limit=2").await;
+    let csv = csv_rows(&app, &token, "/api/v1/users/history.csv?symbol=aapl.us").await;
+    let caret = csv_rows(&app, &token, "/api/v1/users/history.csv?symbol=%5Espx").await;
+
+    assert_eq!(pages.len(), 3);
+    assert!(pages.iter().all(|r| r["symbol"] == "AAPL.US"), "{pages:?}");
+    assert_eq!(csv.len(), 3);
+    assert!(csv.iter().all(|r| &r[1] == "AAPL.US"));
+    let csv_dates: Vec<&str> = csv.iter().map(|r| &r[0]).collect();
+    let page_dates: Vec<&str> = pages.iter().map(|r| r["date"].as_str().unwrap()).collect();
+    assert_eq!(csv_dates, page_dates, "the same rows in the same order");
+    assert_eq!(caret.len(), 1);
+    assert_eq!(&caret[0][1], "^SPX");
 }
 
 async fn users_never_see_each_others_history(backend: Backend) {
