@@ -38,7 +38,10 @@ export default async function (t) {
 
     await t.navigate('Users');
     const users = page.getByRole('table', { name: 'Users', exact: true });
-    const rowOf = (name) => users.getByRole('row').filter({ hasText: new RegExp(`(^|\\s)${name}(\\s|$)`) });
+    // The row whose cell (td or th) reads exactly `name`.
+    const rowOf = (name) => users.getByRole('row').filter({
+        has: page.locator('td, th').filter({ hasText: new RegExp(`^\\s*${name}\\s*$`) }),
+    });
     const roleOf = async (name) => {
         const all = await t.apiAll('/api/v1/users?limit=100');
         return all.find((u) => u.username === name)?.role ?? null;
