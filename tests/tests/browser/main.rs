@@ -15,7 +15,7 @@ use api_service::store::{NewHistoryEntry, Role};
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use fake_stooq::feed::Row;
 use serde_json::{Value, json};
-use tests::{PASSWORD, TestApp, Transport};
+use tests::{PASSWORD, StackBuilder, TestApp, Transport};
 
 const ADMIN: &str = "boss";
 const USER: &str = "alice";
@@ -36,8 +36,12 @@ const SEEDED: &[(&str, &str)] = &[
 /// The browser tools and a fresh stack (HTTP transport: no broker needed for the pages),
 /// or `None` when a test must skip.
 async fn browser_and_stack() -> Option<(runner::BrowserTools, TestApp)> {
+    browser_and(tests::stack()).await
+}
+
+async fn browser_and(stack: StackBuilder) -> Option<(runner::BrowserTools, TestApp)> {
     let tools = runner::tools_or_skip()?;
-    let app = tests::stack().transport(Transport::Http).spawn().await?;
+    let app = stack.transport(Transport::Http).spawn().await?;
     Some((tools, app))
 }
 
@@ -127,6 +131,32 @@ async fn a_person_signs_in_and_reaches_every_user_page() {
             json!({ "user": credentials(USER) }),
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_wrong_passwords_show_the_wait() {
+    const MAX_FAILURES: u32 = 3;
+    let Some((browser, app)) =
+        browser_and(tests::stack().api_settings(|s| s.login_max_failures = MAX_FAILURES)).await
+    else {
+        return;
+    };
+    app.create_user(USER, Role::User).await;
+
+    let fixture = json!({ "user": credentials(USER), "max_failures": MAX_FAILURES });
+    browser.run(&app.address, "throttled", fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_changes_their_password_on_the_account_page() {
+    let Some((browser, app)) = browser_and_stack().await else {
+        return;
+    };
+    app.create_user(USER, Role::User).await;
+
+    let fixture =
+        json!({ "user": credentials(USER), "new_password": "a-fresh-passw0rd-for-alice" });
+    browser.run(&app.address, "account", fixture).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
