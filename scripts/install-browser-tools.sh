@@ -2,9 +2,11 @@
 # Installs what the browser tests (tests/tests/browser, scenarios in tests/browser) need:
 #
 # - Debian's `chromium` and `chromium-driver` packages, with apt-get (as root, or sudo -n),
-#   when `chromium` is missing. The tests drive /usr/bin/chromium (CHROMIUM_BIN overrides);
-#   chromium-driver is the matching WebDriver server, installed with it for WebDriver clients.
-# - Node.js and npm from Debian when `node` is missing.
+#   when `chromium` is missing, and two font packages when the machine has no font. The tests
+#   drive /usr/bin/chromium (CHROMIUM_BIN overrides); chromium-driver is the matching
+#   WebDriver server, installed with it for WebDriver clients.
+# - Node.js and npm from Debian when `node` is missing; playwright-core needs Node.js 20 or
+#   newer, so an older one (Debian 12 ships 18) is reported, not used.
 # - The suite's npm packages (playwright-core, which drives that Chromium and downloads no
 #   browser of its own, and axe-core) at the exact versions of tests/browser/package-lock.json,
 #   with `npm ci`. Does nothing when node_modules already matches the lock file.
@@ -44,12 +46,19 @@ if [[ -z "${CHROMIUM_BIN:-}" ]]; then
     [[ -x "$chromium_bin" ]] || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
+# Without recommends Chromium comes with no font: pages (and their screenshots, and axe-core's
+# contrast checks) need real glyphs.
+if ! fc-list 2>/dev/null | grep -q .; then
+    missing+=(fonts-liberation fonts-dejavu-core)
+fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 fi
 "$chromium_bin" --version >/dev/null 2>&1 || give_up "$chromium_bin does not run"
+node_major=$(node --version | sed 's/^v\([0-9]*\).*/\1/')
+[[ "$node_major" -ge 20 ]] || give_up "Node.js $(node --version) is older than 20, which playwright-core needs"
 echo "  browser tools: $("$chromium_bin" --version 2>/dev/null), node $(node --version)"
 
 suite=tests/browser
