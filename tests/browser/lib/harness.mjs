@@ -79,6 +79,9 @@ class Scenario {
         this.context = await this.browser.newContext({
             viewport: { width: 1280, height: 900 },
             acceptDownloads: true,
+            locale: 'en-US',
+            // A zone of the scenario's choice, so "the browser's time zone" is not UTC by accident.
+            timezoneId: this.fixture.timezone || 'UTC',
             // Never bypassCSP: the point is to run under the page's real policy.
         });
         this.page = await this.context.newPage();

@@ -15,6 +15,14 @@ export function showsNumber(text, value) {
     return [...candidates].some((c) => new RegExp(`(^|[^\\d.])${c.replace('.', '\\.')}(?![\\d])`).test(plain));
 }
 
+/** Whether `text` shows the time of day `hhmmss` ("17:00:09"), on a 24-hour or 12-hour clock. */
+export function showsTime(text, hhmmss) {
+    const [h, m, s] = hhmmss.split(':').map(Number);
+    const two = (n) => String(n).padStart(2, '0');
+    const twelve = `${h % 12 === 0 ? 12 : h % 12}:${two(m)}:${two(s)}\\s?${h < 12 ? 'AM' : 'PM'}`;
+    return new RegExp(`(^|\\D)(${two(h)}:${two(m)}:${two(s)}|${twelve})`, 'i').test(text.replace(/\u202f/g, ' '));
+}
+
 /** Parses RFC 4180 CSV (quoted fields, doubled quotes, CRLF or LF) into rows of fields. */
 export function parseCsv(body) {
     const rows = [];

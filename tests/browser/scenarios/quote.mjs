@@ -2,7 +2,7 @@
 // one click, and finds them in their history, newest first. The quote page is also checked
 // at phone width.
 import { check } from '../lib/harness.mjs';
-import { showsNumber } from '../lib/text.mjs';
+import { showsNumber, showsTime } from '../lib/text.mjs';
 
 export default async function (t) {
     const { user, quotes } = t.fixture;
@@ -31,6 +31,10 @@ export default async function (t) {
     await t.step(`a quote for ${first.symbol} shows symbol, name, prices, volume and time`, async () => {
         await ask(first.symbol);
         await showsQuote(first);
+        const text = await result.innerText();
+        for (const [what, time] of [[`in the browser's zone (${t.fixture.timezone})`, first.browser_time], ['at its market', first.market_time]]) {
+            check(showsTime(text, time), `the result does not show the time ${what}, ${time}: ${text}`);
+        }
         await t.audit('quote');
     });
 

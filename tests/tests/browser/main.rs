@@ -166,9 +166,15 @@ async fn a_quote_shows_every_field_and_appears_in_history() {
     };
     app.create_user(USER, Role::User).await;
 
+    // The fake feed's AAPL.US row is stamped 2024-05-10 22:00:09, Warsaw time (CEST, UTC+2):
+    // 20:00:09 UTC, so 17:00:09 in São Paulo (UTC-3) and 16:00:09 in New York (EDT, UTC-4).
+    let mut aapl = quote("aapl.us");
+    aapl["browser_time"] = json!("17:00:09");
+    aapl["market_time"] = json!("16:00:09");
     let fixture = json!({
         "user": credentials(USER),
-        "quotes": [quote("aapl.us"), quote("msft.us")],
+        "timezone": "America/Sao_Paulo",
+        "quotes": [aapl, quote("msft.us")],
     });
     browser.run(&app.address, "quote", fixture).await;
 }
