@@ -28,11 +28,16 @@ use crate::state::AppState;
 /// for a year without asking again.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// `GET /` and `GET /assets/{hash}/{file}`.
+/// Where the page is served.
+pub const PAGE_PATH: &str = "/";
+/// The route template of the assets (see [`ASSETS_PREFIX`]).
+pub const ASSET_ROUTE: &str = "/assets/{hash}/{file}";
+
+/// `GET /` and `GET /assets/{hash}/{file}`: served, not part of the API or its document.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(page))
-        .route("/assets/{hash}/{file}", get(asset))
+        .route(PAGE_PATH, get(page))
+        .route(ASSET_ROUTE, get(asset))
 }
 
 /// The app's single HTML page.
