@@ -1,9 +1,10 @@
-// An admin sees the top 5 as a chart and a table (refreshed on demand), lists the users, and
-// creates a user, makes them admin and back, and deletes them with a confirmation.
+// An admin sees the top 5 as a chart and a table (refreshed on demand and automatically),
+// lists the users, and creates a user, makes them admin and back, resets their password and
+// deletes them with a confirmation.
 import { check } from '../lib/harness.mjs';
 
 export default async function (t) {
-    const { admin, user, new_user: newUser, refresh_symbol: refreshSymbol } = t.fixture;
+    const { admin, user, new_user: newUser, refresh_symbol: refreshSymbol, auto_symbol: autoSymbol } = t.fixture;
     const page = t.page;
 
     await t.signIn(admin);
@@ -26,14 +27,23 @@ export default async function (t) {
     });
 
     await t.step(`"Refresh" shows ${refreshSymbol} once it becomes the most requested`, async () => {
+        // Off, so that only the click can bring it.
+        await page.getByLabel('Refresh automatically', { exact: true }).uncheck();
         for (let i = 0; i < 8; i++) {
             const quote = await t.api('GET', `/api/v1/stock?q=${refreshSymbol}`);
             check(quote.status === 200, `GET /api/v1/stock?q=${refreshSymbol}: ${quote.status} ${quote.text}`);
         }
         await page.getByRole('button', { name: 'Refresh', exact: true }).click();
         await t.eventually(`${refreshSymbol} in the stats table`, async () => (await readStats()).includes(refreshSymbol.toUpperCase()));
+    });
+
+    await t.step(`with "Refresh automatically" on, ${autoSymbol} shows up without a click`, async () => {
         await page.getByLabel('Refresh automatically', { exact: true }).check();
-        check(await page.getByLabel('Refresh automatically', { exact: true }).isChecked(), 'the auto-refresh box does not stay checked');
+        for (let i = 0; i < 10; i++) {
+            const quote = await t.api('GET', `/api/v1/stock?q=${autoSymbol}`);
+            check(quote.status === 200, `GET /api/v1/stock?q=${autoSymbol}: ${quote.status} ${quote.text}`);
+        }
+        await t.eventually(`${autoSymbol} in the stats table`, async () => (await readStats()).includes(autoSymbol.toUpperCase()), 12_000);
     });
 
     await t.navigate('Users');
@@ -72,6 +82,23 @@ export default async function (t) {
         await rowOf(newUser.username).getByRole('button', { name: /Make user/ }).click();
         await rowOf(newUser.username).getByRole('button', { name: /Make admin/ }).waitFor();
         check(await roleOf(newUser.username) === 'user', `after "Make user" the API has ${await roleOf(newUser.username)}`);
+    });
+
+    await t.step(`reset the password of ${newUser.username}`, async () => {
+        const replacement = `${newUser.password}-reset`;
+        await rowOf(newUser.username).getByRole('button', { name: /Reset password/ }).click();
+        const dialog = page.getByRole('dialog');
+        await dialog.getByLabel(/password/i).fill(replacement);
+        await dialog.getByRole('button', { name: 'Set password' }).click();
+        await dialog.waitFor({ state: 'hidden' });
+        for (const [password, want] of [[newUser.password, 401], [replacement, 200]]) {
+            const response = await fetch(`${t.baseUrl}/api/v1/login`, {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json' },
+                body: JSON.stringify({ username: newUser.username, password }),
+            });
+            check(response.status === want, `login with the ${want === 200 ? 'new' : 'old'} password answered ${response.status}`);
+        }
     });
 
     await t.step(`delete ${newUser.username} after confirming`, async () => {

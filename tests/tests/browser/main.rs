@@ -260,6 +260,8 @@ async fn an_admin_sees_the_chart_and_creates_promotes_demotes_and_deletes_a_user
         "new_user": { "username": "carol", "password": "a-new-users-passw0rd" },
         // Asked 8 times by the scenario: from absent to the top after "Refresh".
         "refresh_symbol": "tsla.us",
+        // Asked 10 times with automatic refresh on: shows up within one refresh period.
+        "auto_symbol": "amzn.us",
     });
     browser.run(&app.address, "admin", fixture).await;
 }
