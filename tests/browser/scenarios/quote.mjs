@@ -47,12 +47,7 @@ export default async function (t) {
     });
 
     await t.step('at phone width the quote page fits the screen', async () => {
-        await page.setViewportSize({ width: 390, height: 844 });
-        await showsQuote(first);
-        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-        check(overflow <= 1, `the page scrolls sideways by ${overflow} px at 390 px wide`);
-        await t.audit('quote-phone');
-        await page.setViewportSize({ width: 1280, height: 900 });
+        await atPhoneWidth(t, 'quote-phone', () => showsQuote(first));
     });
 
     await t.navigate('History');
@@ -68,6 +63,12 @@ export default async function (t) {
         await t.audit('history');
     });
 
+    await t.step('at phone width the history page fits the screen', async () => {
+        await atPhoneWidth(t, 'history-phone', async () => {
+            await page.getByRole('table', { name: 'Your quote history' }).waitFor();
+        });
+    });
+
     await t.step(`the chart draws the close of ${first.symbol}`, async () => {
         await page.getByLabel('Chart symbol', { exact: true }).selectOption({ label: first.symbol }).catch(async () => {
             await page.getByLabel('Chart symbol', { exact: true }).selectOption(first.symbol);
@@ -77,4 +78,18 @@ export default async function (t) {
         const label = await chart.first().getAttribute('aria-label');
         check(label.toUpperCase().includes(first.symbol), `the chart is labelled "${label}"`);
     });
+}
+
+/**
+ * Narrows the window to a phone's 390 px, runs `shown` (which waits for the view), checks the
+ * page does not scroll sideways (a wide table may scroll inside its own box), audits it and
+ * restores the desktop size.
+ */
+async function atPhoneWidth(t, name, shown) {
+    await t.page.setViewportSize({ width: 390, height: 844 });
+    await shown();
+    const overflow = await t.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    check(overflow <= 1, `the ${name} page scrolls sideways by ${overflow} px at 390 px wide`);
+    await t.audit(name);
+    await t.page.setViewportSize({ width: 1280, height: 900 });
 }
