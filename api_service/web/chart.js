@@ -6,7 +6,17 @@ import { s } from './dom.js';
 import { formatCount, formatPrice, formatShort } from './format.js';
 
 const WIDTH = 640;
+const MIN_WIDTH = 300;
 const HEIGHT = 260;
+
+/**
+ * The drawing's width in SVG units: the box it goes in, in CSS pixels (so its 12px text is
+ * 12px on a phone too), between MIN_WIDTH and WIDTH.
+ */
+function fit(boxWidth) {
+  const w = Math.round(boxWidth || WIDTH);
+  return Math.max(MIN_WIDTH, Math.min(WIDTH, w));
+}
 const PAD = { top: 16, right: 16, bottom: 36, left: 64 };
 
 /** Three "nice" tick values spanning [min, max]. */
@@ -19,7 +29,8 @@ function ticks(min, max) {
  * points: [{time: ISO string, value: number}] in any order; label: the aria-label.
  * Returns an <svg>.
  */
-export function lineChart(points, label) {
+export function lineChart(points, label, boxWidth) {
+  const width = fit(boxWidth);
   const sorted = [...points].sort((a, b) => new Date(a.time) - new Date(b.time));
   const times = sorted.map((p) => new Date(p.time).getTime());
   const values = sorted.map((p) => p.value);
@@ -28,13 +39,13 @@ export function lineChart(points, label) {
   if (low === high) { low -= 1; high += 1; }
   const t0 = times[0];
   const t1 = times[times.length - 1];
-  const plotW = WIDTH - PAD.left - PAD.right;
+  const plotW = width - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const x = (t) => PAD.left + (t1 === t0 ? plotW / 2 : ((t - t0) / (t1 - t0)) * plotW);
   const y = (v) => PAD.top + (1 - (v - low) / (high - low)) * plotH;
 
   const grid = ticks(low, high).map((v) => [
-    s('line', { class: 'grid', x1: PAD.left, x2: WIDTH - PAD.right, y1: y(v), y2: y(v) }),
+    s('line', { class: 'grid', x1: PAD.left, x2: width - PAD.right, y1: y(v), y2: y(v) }),
     s('text', { class: 'axis', x: PAD.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, formatPrice(v)),
   ]);
   const path = sorted
@@ -45,16 +56,16 @@ export function lineChart(points, label) {
     s('title', {}, `${formatShort(p.time)}: ${formatPrice(p.value)}`)));
 
   return s('svg', {
-    class: 'chart', viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: 'img', 'aria-label': label,
+    class: 'chart', viewBox: `0 0 ${width} ${HEIGHT}`, role: 'img', 'aria-label': label,
     preserveAspectRatio: 'xMidYMid meet',
   },
   s('title', {}, label),
   grid,
   s('line', { class: 'axis-line', x1: PAD.left, x2: PAD.left, y1: PAD.top, y2: HEIGHT - PAD.bottom }),
-  s('line', { class: 'axis-line', x1: PAD.left, x2: WIDTH - PAD.right, y1: HEIGHT - PAD.bottom, y2: HEIGHT - PAD.bottom }),
+  s('line', { class: 'axis-line', x1: PAD.left, x2: width - PAD.right, y1: HEIGHT - PAD.bottom, y2: HEIGHT - PAD.bottom }),
   s('text', { class: 'axis', x: PAD.left, y: HEIGHT - 12, 'text-anchor': 'start' }, formatShort(sorted[0].time)),
   sorted.length > 1
-    ? s('text', { class: 'axis', x: WIDTH - PAD.right, y: HEIGHT - 12, 'text-anchor': 'end' },
+    ? s('text', { class: 'axis', x: width - PAD.right, y: HEIGHT - 12, 'text-anchor': 'end' },
       formatShort(sorted[sorted.length - 1].time))
     : null,
   sorted.length > 1 ? s('path', { class: 'line', d: path }) : null,
@@ -62,13 +73,14 @@ export function lineChart(points, label) {
 }
 
 /** items: [{label, value}] highest first; label: the aria-label. Returns an <svg>. */
-export function barChart(items, label) {
+export function barChart(items, label, boxWidth) {
+  const width = fit(boxWidth);
   const rowH = 36;
   const left = 120;
   const right = 64;
   const height = Math.max(1, items.length) * rowH + 8;
   const max = Math.max(1, ...items.map((i) => i.value));
-  const plotW = WIDTH - left - right;
+  const plotW = width - left - right;
   const bars = items.map((item, i) => {
     const w = Math.max(2, (item.value / max) * plotW);
     const top = 4 + i * rowH;
@@ -79,10 +91,10 @@ export function barChart(items, label) {
       s('text', { class: 'value', x: left + w + 6, y: top + rowH / 2 + 4 }, formatCount(item.value)));
   });
   return s('svg', {
-    class: 'chart', viewBox: `0 0 ${WIDTH} ${height}`, role: 'img', 'aria-label': label,
+    class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': label,
   },
   s('title', {}, label),
   items.length === 0
-    ? s('text', { class: 'axis', x: WIDTH / 2, y: height / 2 + 4, 'text-anchor': 'middle' }, 'No requests yet')
+    ? s('text', { class: 'axis', x: width / 2, y: height / 2 + 4, 'text-anchor': 'middle' }, 'No requests yet')
     : bars);
 }

@@ -139,7 +139,7 @@ export function mount(main) {
       const label = `Close price of ${sym} over ${points.length} ${points.length === 1 ? 'quote' : 'quotes'}, `
         + `from ${formatShort(first)} to ${formatShort(last)}; lowest ${formatPrice(Math.min(...closes))}, `
         + `highest ${formatPrice(Math.max(...closes))}, latest ${formatPrice(points[0].value)}`;
-      chartBox.append(lineChart(points, label));
+      chartBox.append(lineChart(points, label, chartBox.clientWidth));
     } catch (err) {
       if (err.name === 'AbortError') return;
       chartMsg.error(err.message);
@@ -187,7 +187,7 @@ export function mount(main) {
     h('h1', {}, 'History'),
     h('div', { class: 'toolbar' }, filterForm, csv),
     ...msg.elements,
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Your quote history', tabindex: '0' }, table),
     count,
     more,
     chartSection,

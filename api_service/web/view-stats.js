@@ -35,7 +35,7 @@ export function mount(main) {
       const { data } = await api.get('/api/v1/stats', { signal: controller.signal });
       const items = (Array.isArray(data) ? data : []).map((r) => ({ label: r.stock, value: r.times_requested }));
       clear(chartBox);
-      chartBox.append(barChart(items, 'Top 5 requested stocks'));
+      chartBox.append(barChart(items, 'Top 5 requested stocks', chartBox.clientWidth));
       clear(tbody);
       items.forEach((item, i) => tbody.append(h('tr', {},
         h('td', {}, String(i + 1)), h('td', {}, item.label), h('td', { class: 'num' }, formatCount(item.value)))));
@@ -72,7 +72,7 @@ export function mount(main) {
       updated),
     ...msg.elements,
     h('div', { class: 'card' }, chartBox),
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Most requested stocks', tabindex: '0' }, table),
   );
   load();
   schedule();

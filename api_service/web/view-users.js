@@ -22,7 +22,7 @@ export function mount(main, { session, endSession }) {
     h('thead', {}, h('tr', {},
       h('th', { scope: 'col' }, 'Username'),
       h('th', { scope: 'col' }, 'Role'),
-      h('th', { scope: 'col' }, 'Created'),
+      h('th', { scope: 'col', class: 'created' }, 'Created'),
       h('th', { scope: 'col' }, 'Actions'))),
     tbody);
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Load more');
@@ -56,7 +56,7 @@ export function mount(main, { session, endSession }) {
     const row = h('tr', { dataset: { username: user.username } },
       h('th', { scope: 'row' }, user.username),
       roleCell,
-      h('td', {}, h('time', { datetime: user.created_at }, formatInstant(user.created_at))),
+      h('td', { class: 'created' }, h('time', { datetime: user.created_at }, formatInstant(user.created_at))),
       h('td', {}, h('div', { class: 'actions' }, roleButton, resetButton, deleteButton)));
     return row;
   }
@@ -228,7 +228,7 @@ export function mount(main, { session, endSession }) {
   main.append(
     h('h1', {}, 'Users'),
     ...msg.elements,
-    h('div', { class: 'table-wrap' }, table),
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Users', tabindex: '0' }, table),
     more,
     createForm,
     dialog,
