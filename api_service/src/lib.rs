@@ -22,6 +22,7 @@ pub mod state;
 pub mod store;
 pub mod transport;
 pub mod users;
+pub mod web;
 
 #[cfg(test)]
 mod test_support;

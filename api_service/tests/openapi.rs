@@ -24,7 +24,7 @@ use api_service::openapi::{BEARER, DOCS_PATH, OPENAPI_PATH, SESSION_COOKIE};
 use api_service::settings::TestTransport;
 use api_service::state::AppState;
 use api_service::store::provision::fresh_sqlite;
-use api_service::{Settings, pagination, routes, users};
+use api_service::{Settings, pagination, routes, users, web};
 use axum::extract::Query;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
@@ -156,13 +156,16 @@ fn registered_paths(state: AppState) -> BTreeSet<String> {
     paths
 }
 
-/// Swagger UI's routes and the document's own: served, deliberately not in the document.
+/// Swagger UI's routes, the document's own and the web app's page and assets: served,
+/// deliberately not in the document.
 fn documentation_routes() -> BTreeSet<String> {
     [
         OPENAPI_PATH.to_owned(),
         DOCS_PATH.to_owned(),
         format!("{DOCS_PATH}/"),
         format!("{DOCS_PATH}/{{*rest}}"),
+        web::PAGE_PATH.to_owned(),
+        web::ASSET_ROUTE.to_owned(),
     ]
     .into_iter()
     .collect()

@@ -37,7 +37,7 @@ use crate::error::{ApiError, envelope_response};
 use crate::extract::BODY_LIMIT;
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::state::AppState;
-use crate::{metrics, request_id};
+use crate::{metrics, request_id, web};
 
 /// Every endpoint, each registered through its `#[utoipa::path]` annotation: the one place
 /// that decides both what the router serves and what the OpenAPI document lists.
@@ -75,16 +75,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }
 
-/// Everything on one listener (INTERNAL_ADDR unset).
+/// Everything on one listener (INTERNAL_ADDR unset): the API, the docs and the web app.
 pub fn router(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    finish(with_docs(api), state)
+    finish(with_docs(api).merge(web::routes()), state)
 }
 
-/// The public listener when INTERNAL_ADDR is set: no metrics, readiness or docs.
+/// The public listener when INTERNAL_ADDR is set: the API and the web app; no metrics,
+/// readiness or docs.
 pub fn public_router(state: AppState) -> Router {
     let (api, _) = public_routes().split_for_parts();
-    finish(api, state)
+    finish(api.merge(web::routes()), state)
 }
 
 /// The internal listener (INTERNAL_ADDR): metrics, readiness, the docs, and liveness.
@@ -103,6 +104,8 @@ fn with_docs(routes: axum::Router<AppState>) -> axum::Router<AppState> {
 /// The fallbacks and cross-cutting layers every listener shares.
 fn finish(routes: axum::Router<AppState>, state: AppState) -> Router {
     let layers = ServiceBuilder::new()
+        // Outermost, so error envelopes, panics and Swagger UI get the headers too.
+        .layer(from_fn(web::security_headers))
         .layer(map_request(request_id::drop_invalid))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::Symbol;
 use tracing::instrument;
@@ -61,6 +61,24 @@ pub struct StockResponse {
     /// The latest close price.
     #[schema(example = 183.05)]
     quote: f64,
+    #[schema(example = 182.35)]
+    open: f64,
+    #[schema(example = 184.2)]
+    high: f64,
+    #[schema(example = 181.9)]
+    low: f64,
+    /// Shares traded; absent for indices, currencies and futures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 52345678)]
+    volume: Option<u64>,
+    /// When the quote was taken (UTC).
+    #[schema(example = "2024-05-10T20:00:09Z")]
+    time: DateTime<Utc>,
+    /// The feed's own date and time of the quote, Europe/Warsaw local time.
+    #[schema(example = "2024-05-10")]
+    local_date: NaiveDate,
+    #[schema(example = "22:00:09")]
+    local_time: NaiveTime,
 }
 
 impl From<shared::Quote> for StockResponse {
@@ -69,6 +87,13 @@ impl From<shared::Quote> for StockResponse {
             symbol: quote.symbol,
             company_name: quote.name,
             quote: quote.close,
+            open: quote.open,
+            high: quote.high,
+            low: quote.low,
+            volume: quote.volume,
+            time: quote.time,
+            local_date: quote.local_date,
+            local_time: quote.local_time,
         }
     }
 }

@@ -574,7 +574,11 @@ async fn stock_returns_the_quote_and_records_it_first() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(
         reply.body,
-        json!({"symbol":"AAPL.US","company_name":"APPLE","quote":183.05})
+        json!({
+            "symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05,
+            "open": 184.05, "high": 185.05, "low": 182.05, "volume": 1000,
+            "time": "2024-05-10T20:00:09Z", "local_date": "2024-05-10", "local_time": "22:00:09"
+        })
     );
     let alice = app.user_id("alice").await;
     let rows = app.store.history_page(alice, None, None, 10).await.unwrap();

@@ -212,11 +212,18 @@ fn validate_at(document: &Value, schema: &Value, instance: &Value, at: &str) -> 
 fn check_format(format: &str, instance: &Value, at: &str, errors: &mut Vec<String>) {
     let ok = match (format, instance) {
         ("date-time", Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+        // RFC 3339 full-date, and partial-time (what a quote's `local_time` is).
+        ("date", Value::String(text)) => {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+        }
+        ("time", Value::String(text)) => {
+            chrono::NaiveTime::parse_from_str(text, "%H:%M:%S%.f").is_ok()
+        }
         ("int32", Value::Number(n)) => n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
         ("int64", Value::Number(n)) => n.is_i64() || n.is_u64(),
         ("double", Value::Number(_)) | ("password", Value::String(_)) => true,
         // A format applies only to its own type; `type` reports the mismatch.
-        ("date-time" | "password", _) | ("int32" | "int64" | "double", _) => true,
+        ("date-time" | "date" | "time" | "password", _) | ("int32" | "int64" | "double", _) => true,
         (other, _) => panic!("format {other:?} at {at} is not checked by this validator"),
     };
     if !ok {

@@ -21,8 +21,17 @@ async fn found_stock_is_returned_and_saved_in_history(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
-        body,
-        serde_json::json!({"symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05})
+        [&body["symbol"], &body["company_name"], &body["quote"]],
+        [
+            &serde_json::json!("AAPL.US"),
+            &serde_json::json!("APPLE"),
+            &serde_json::json!(183.05)
+        ],
+        "{body}"
+    );
+    assert!(
+        body["time"].is_string() && body["local_time"].is_string(),
+        "{body}"
     );
     // Committed before the 200 was sent: visible at once, with every documented field.
     let history = app.history(&token).await;
