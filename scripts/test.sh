@@ -10,6 +10,8 @@
 #
 # It also installs schemathesis (pinned, in its own virtualenv) for the contract fuzzing test
 # (tests/tests/contract_fuzz.rs); SCHEMATHESIS_BIN points the test at another executable.
+# And it installs the browser tests' tools if missing (Debian's chromium and chromium-driver,
+# the pinned npm packages of tests/browser; see scripts/install-browser-tools.sh).
 #
 # CI=true turns "service unavailable, skipping" into a failure (see shared::config::running_in_ci).
 set -euo pipefail
@@ -17,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
 scripts/install-schemathesis.sh
+scripts/install-browser-tools.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "--- installing cargo-nextest (once)"

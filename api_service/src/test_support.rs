@@ -54,6 +54,30 @@ impl MemoryStore {
     }
 }
 
+impl Inner {
+    fn record(&mut self, user_id: i64, entry: NewHistoryEntry) {
+        self.next_row += 1;
+        let id = self.next_row;
+        *self
+            .counters
+            .entry(entry.symbol.to_lowercase())
+            .or_default() += 1;
+        self.history.push((
+            user_id,
+            HistoryEntry {
+                id,
+                requested_at: entry.requested_at,
+                symbol: entry.symbol,
+                name: entry.name,
+                open: entry.open,
+                high: entry.high,
+                low: entry.low,
+                close: entry.close,
+            },
+        ));
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
@@ -177,26 +201,18 @@ impl Store for MemoryStore {
         Ok(user.map(|u| u.password_hash = new.to_owned()).is_some())
     }
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
+        self.record_quotes(user_id, vec![entry]).await
+    }
+    /// All rows under one lock: as atomic as the real stores' one transaction.
+    async fn record_quotes(
+        &self,
+        user_id: i64,
+        entries: Vec<NewHistoryEntry>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.check()?;
-        inner.next_row += 1;
-        let id = inner.next_row;
-        *inner
-            .counters
-            .entry(entry.symbol.to_lowercase())
-            .or_default() += 1;
-        inner.history.push((
-            user_id,
-            HistoryEntry {
-                id,
-                requested_at: entry.requested_at,
-                symbol: entry.symbol,
-                name: entry.name,
-                open: entry.open,
-                high: entry.high,
-                low: entry.low,
-                close: entry.close,
-            },
-        ));
+        for entry in entries {
+            inner.record(user_id, entry);
+        }
         Ok(())
     }
     async fn history_page(

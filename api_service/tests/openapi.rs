@@ -382,6 +382,7 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
     for (method, path) in [
         ("post", "/api/v1/login"),
         ("get", "/api/v1/stock"),
+        ("get", "/api/v1/quotes"),
         ("get", "/api/v1/users/history"),
         ("get", "/api/v1/stats"),
         ("post", "/api/v1/users"),
@@ -694,6 +695,10 @@ async fn real_responses_validate_against_the_documented_schemas() {
     };
     let mut seen: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let big = vec![b' '; 20 * 1024];
+    let too_many = format!(
+        "/api/v1/quotes?q={}",
+        vec!["s1"; shared::MAX_BATCH_SYMBOLS + 1].join(",")
+    );
     let cases = vec![
         case("get", "/healthz", Auth::None, Body::None, 200),
         case("get", "/readyz", Auth::None, Body::None, 200),
@@ -842,6 +847,21 @@ async fn real_responses_validate_against_the_documented_schemas() {
             401,
         )
         .code("unauthorized"),
+        // Batches (this peer speaks only v1: the API falls back to one request per symbol).
+        case(
+            "get",
+            "/api/v1/quotes?q=s7,nosuch.us,a%2Fb,S7,rejected",
+            Auth::Alice,
+            Body::None,
+            200,
+        ),
+        case("get", "/api/v1/quotes", Auth::Alice, Body::None, 400).code("bad_request"),
+        case("get", "/api/v1/quotes?q=", Auth::Alice, Body::None, 400).code("bad_request"),
+        case("get", &too_many, Auth::Alice, Body::None, 400).code("bad_request"),
+        case("get", "/api/v1/quotes?q=s5", Auth::None, Body::None, 401).code("unauthorized"),
+        case("get", "/api/v1/quotes?q=down", Auth::Alice, Body::None, 503)
+            .code("quote_service_unavailable"),
+        case("get", "/api/v1/quotes?q=slow", Auth::Alice, Body::None, 504).code("timeout"),
         // Admin.
         case("get", "/api/v1/stats", Auth::Root, Body::None, 200),
         case("get", "/api/v1/stats", Auth::None, Body::None, 401).code("unauthorized"),

@@ -613,6 +613,61 @@ async fn a_bad_row_fails_alone(store: Arc<dyn Store>) {
     assert_eq!(store.top_stocks(1).await.unwrap(), counts(&[("fk.us", 49)]));
 }
 
+async fn record_quotes_commits_every_row_in_order_and_counts_each(store: Arc<dyn Store>) {
+    let u = store.create_user(user("batcher")).await.unwrap();
+    let rows = vec![quote("AAA.US", 0), quote("BBB.US", 1), quote("CCC.US", 2)];
+
+    store.record_quotes(u.id, rows.clone()).await.unwrap();
+
+    let history = all_history(&store, u.id).await;
+    let symbols: Vec<&str> = history.iter().map(|h| h.symbol.as_str()).collect();
+    assert_eq!(
+        symbols,
+        ["CCC.US", "BBB.US", "AAA.US"],
+        "the last row is the newest"
+    );
+    assert_eq!(history[2].close, rows[0].close);
+    assert_eq!(
+        store.top_stocks(5).await.unwrap(),
+        counts(&[("aaa.us", 1), ("bbb.us", 1), ("ccc.us", 1)])
+    );
+}
+
+async fn record_quotes_of_nothing_is_a_no_op(store: Arc<dyn Store>) {
+    let u = store.create_user(user("idle")).await.unwrap();
+
+    store.record_quotes(u.id, Vec::new()).await.unwrap();
+
+    assert!(all_history(&store, u.id).await.is_empty());
+    assert!(store.top_stocks(5).await.unwrap().is_empty());
+}
+
+async fn a_failing_batch_of_rows_fails_whole_and_alone(store: Arc<dyn Store>) {
+    // One caller's rows are one transaction: a row that breaks a constraint takes its own
+    // batch's other rows with it, and nobody else's, even when group commit put them together.
+    let u = store.create_user(user("neighbour")).await.unwrap();
+    let bad_user = u.id + 1_000_000;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let (user_id, symbol) = if i == 10 {
+                (bad_user, "BAD.US")
+            } else {
+                (u.id, "OK.US")
+            };
+            let rows = (0..5).map(|j| quote(symbol, i * 5 + j)).collect();
+            tokio::spawn(async move { store.record_quotes(user_id, rows).await })
+        })
+        .collect();
+
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        assert_eq!(result.is_err(), i == 10, "call {i}: {result:?}");
+    }
+    assert_eq!(all_history(&store, u.id).await.len(), 19 * 5);
+    assert_eq!(store.top_stocks(5).await.unwrap(), counts(&[("ok.us", 95)]));
+}
+
 async fn seed_history_matches_record_quote(store: Arc<dyn Store>) {
     let u = store.create_user(user("seeded")).await.unwrap();
     // Crosses the per-statement chunk sizes of both backends.
@@ -754,6 +809,9 @@ contract_tests!(
     counters_count_each_record_once_case_insensitively,
     concurrent_record_quote_loses_nothing,
     a_bad_row_fails_alone,
+    record_quotes_commits_every_row_in_order_and_counts_each,
+    record_quotes_of_nothing_is_a_no_op,
+    a_failing_batch_of_rows_fails_whole_and_alone,
     seed_history_matches_record_quote,
     migrate_is_idempotent,
     ping_answers,

@@ -1,8 +1,9 @@
 //! End-to-end benchmark of the stock-quote stack.
 //!
 //! `bench` (src/main.rs) starts fake_stooq, quote_service and api_service from release builds,
-//! seeds users and history, drives each scenario with wrk and compares `stock-hot` with the bare
-//! RPC echo of [`echo`] measured in the same run. `scripts/bench.sh` is the one command.
+//! seeds users and history, drives each scenario with wrk and compares the `/stock` scenarios
+//! with two baselines measured in the same run: the bare RPC echo of [`echo`] and a bare axum
+//! server (`http_baseline`). `scripts/bench.sh` is the one command.
 
 pub mod db;
 pub mod echo;
@@ -42,24 +43,62 @@ pub struct Failure {
     pub error: String,
 }
 
-/// Which scenarios to run, in order: all by default; echo added first whenever a stock
-/// scenario needs its ratio.
+/// Which scenarios to run, in order: all by default; the baselines a chosen stock scenario is
+/// reported against come along, first (echo for stock-hot* and stock-rpc, the bare-HTTP
+/// server for stock-hot*).
 pub fn plan_scenarios(chosen: &[Scenario]) -> Vec<Scenario> {
     let mut list = if chosen.is_empty() {
         Scenario::all()
     } else {
         chosen.to_vec()
     };
-    let needs_echo = list.iter().any(|s| {
+    let stock_hot = list.iter().any(|s| {
         matches!(
             s,
             Scenario::StockHot | Scenario::StockHotSqlite | Scenario::StockHotHttp
         )
     });
-    if needs_echo {
+    if stock_hot || list.contains(&Scenario::StockRpc) {
         list.push(Scenario::Echo);
     }
+    if stock_hot {
+        list.push(Scenario::HttpBaseline);
+    }
     scenarios::normalise(list)
+}
+
+/// The ratios of the `/stock` rows to the baselines of the same run: stock-hot* and stock-rpc
+/// to the echo with as many calls in flight as they have connections (`echo` or
+/// `echo-1conn`), stock-hot* to `http-baseline` at the same connection count. A row whose
+/// baseline did not run gets no ratio.
+pub fn assign_ratios(reports: &mut [ScenarioReport]) {
+    let baseline = |reports: &[ScenarioReport], name: &str| {
+        reports
+            .iter()
+            .find(|r| r.name == name && r.median.rps > 0.0)
+            .map(|r| (r.connections, r.median.rps))
+    };
+    let echoes: Vec<(usize, f64)> = ["echo", "echo-1conn"]
+        .into_iter()
+        .filter_map(|name| baseline(reports, name))
+        .collect();
+    let http = baseline(reports, "http-baseline");
+    for r in reports.iter_mut() {
+        let hot = r.name.starts_with("stock-hot");
+        if !(hot || r.name == "stock-rpc") {
+            continue;
+        }
+        let rps = r.median.rps;
+        r.ratio_to_echo = echoes
+            .iter()
+            .find(|(conns, _)| *conns == r.connections)
+            .map(|(_, echo)| rps / echo);
+        if hot {
+            r.ratio_to_http_baseline = http
+                .filter(|(conns, _)| *conns == r.connections)
+                .map(|(_, bare)| rps / bare);
+        }
+    }
 }
 
 /// The binaries the run uses, pinned in its work dir first: a `cargo build` elsewhere in
@@ -69,7 +108,13 @@ fn snapshot_binaries(from: &std::path::Path, to: &std::path::Path) -> Result<Bin
         dir: from.to_path_buf(),
     };
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for name in ["fake_stooq", "quote_service", "api_service", "rpc_echo"] {
+    for name in [
+        "fake_stooq",
+        "quote_service",
+        "api_service",
+        "rpc_echo",
+        "http_baseline",
+    ] {
         let src = source.path(name)?;
         let dst = to.join(name);
         // A hard link pins the current file (cargo replaces rather than rewrites binaries);
@@ -109,6 +154,7 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         wrk_threads: settings.wrk_threads,
         users: settings.users.max(1),
         hot_symbols: settings.hot_symbols.max(1),
+        rpc_symbols: settings.rpc_symbols.max(1),
         cold_symbols: settings.cold_symbols.max(1),
         history_rows: settings.history_rows.max(1),
         stats_symbols: settings.stats_symbols.max(1),
@@ -135,18 +181,7 @@ pub async fn run(settings: Settings) -> Result<Summary> {
             }
         }
     }
-    let echo_rps = reports
-        .iter()
-        .find(|r| r.name == "echo")
-        .map(|r| r.median.rps);
-    if let Some(echo) = echo_rps.filter(|e| *e > 0.0) {
-        for r in reports
-            .iter_mut()
-            .filter(|r| r.name.starts_with("stock-hot"))
-        {
-            r.ratio_to_echo = Some(r.median.rps / echo);
-        }
-    }
+    assign_ratios(&mut reports);
     let targets = report::targets(&reports);
     println!("{}", report::table(&reports, &targets));
     for f in &failures {
@@ -189,13 +224,66 @@ pub async fn run(settings: Settings) -> Result<Summary> {
 mod tests {
     use super::*;
 
+    use crate::scenarios::{Medians, ScenarioReport};
+
     #[test]
-    fn stock_scenarios_bring_the_echo_first() {
+    fn stock_scenarios_bring_their_baselines_first() {
         assert_eq!(
             plan_scenarios(&[Scenario::StockHot]),
-            vec![Scenario::Echo, Scenario::StockHot]
+            vec![Scenario::Echo, Scenario::HttpBaseline, Scenario::StockHot]
+        );
+        assert_eq!(
+            plan_scenarios(&[Scenario::StockRpc]),
+            vec![Scenario::Echo, Scenario::StockRpc]
         );
         assert_eq!(plan_scenarios(&[Scenario::Login]), vec![Scenario::Login]);
         assert_eq!(plan_scenarios(&[]), Scenario::all());
+    }
+
+    fn row(name: &str, connections: usize, rps: f64) -> ScenarioReport {
+        let mut r = ScenarioReport::new(name, "", connections, Vec::new());
+        r.median = Medians {
+            rps,
+            ..Medians::default()
+        };
+        r
+    }
+
+    #[test]
+    fn stock_rows_are_compared_with_the_baseline_at_their_own_connection_count() {
+        let mut reports = vec![
+            row("echo", 64, 8000.0),
+            row("echo-1conn", 1, 2000.0),
+            row("http-baseline", 64, 40000.0),
+            row("stock-hot", 64, 16000.0),
+            row("stock-hot-1conn", 1, 1000.0),
+            row("stock-rpc", 64, 4000.0),
+            row("stock-cold", 64, 5000.0),
+        ];
+
+        assign_ratios(&mut reports);
+
+        let ratios: Vec<(Option<f64>, Option<f64>)> = reports
+            .iter()
+            .map(|r| (r.ratio_to_echo, r.ratio_to_http_baseline))
+            .collect();
+        assert_eq!(
+            ratios[3..],
+            [
+                (Some(2.0), Some(0.4)),
+                // One connection: against the one-in-flight echo; no 1-connection HTTP row.
+                (Some(0.5), None),
+                (Some(0.5), None),
+                (None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_there_is_no_ratio() {
+        let mut reports = vec![row("stock-hot", 64, 16000.0)];
+        assign_ratios(&mut reports);
+        assert_eq!(reports[0].ratio_to_echo, None);
+        assert_eq!(reports[0].ratio_to_http_baseline, None);
     }
 }

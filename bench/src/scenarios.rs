@@ -1,8 +1,8 @@
 //! The scenarios of issue #5 and how each is run and checked.
 //!
 //! Every scenario gets a fresh stack (so `VmHWM` is that scenario's peak), an optional
-//! warm-up, then `runs` measured runs whose medians are reported. Every `/stock` run checks
-//! that each 200 left exactly one history row behind.
+//! warm-up, then `runs` measured runs whose medians are reported. Every `/stock` run drains
+//! (see [`crate::wrk`]) and checks that the history rows it added equal its 200s exactly.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,14 +28,21 @@ pub enum Scenario {
     /// The echo with mandatory publishes on a confirm-mode channel, as api_service publishes
     /// (informative: what the confirms cost).
     EchoConfirm,
+    /// A minimal axum server answering one fixed JSON body: the bare-HTTP baseline.
+    HttpBaseline,
     /// Hot symbols, AMQP transport, PostgreSQL.
     StockHot,
     /// stock-hot on SQLite.
     StockHotSqlite,
     /// stock-hot over the HTTP transport (PostgreSQL).
     StockHotHttp,
+    /// Every request crosses the broker: 200 symbols, the API's reuse window off.
+    StockRpc,
     /// 2,000 distinct symbols with the quote cache off: upstream requests per quote.
     StockCold,
+    /// `GET /api/v1/quotes` with 20 symbols per request (AMQP, PostgreSQL), quote cache warm:
+    /// one RPC and one 20-row transaction per request.
+    QuotesBatch,
     /// First page and a deep page of a 1,000,000-row history.
     History,
     /// Top-5 stats over 1,000,000 rows and 5,000 symbols.
@@ -70,6 +77,7 @@ pub struct Config {
     pub wrk_threads: usize,
     pub users: usize,
     pub hot_symbols: usize,
+    pub rpc_symbols: usize,
     pub cold_symbols: usize,
     pub history_rows: usize,
     pub stats_symbols: usize,
@@ -97,7 +105,8 @@ pub struct RunFigures {
     pub ok: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
-    /// Requests still in flight when wrk stopped.
+    /// Requests sent but never answered: still in flight when wrk stopped (or lost with a
+    /// broken connection). Zero for a run that drained completely.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut_off_in_flight: Option<u64>,
     /// History rows that appeared during the run.
@@ -109,6 +118,17 @@ pub struct RunFigures {
     /// Symbols those upstream requests asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_symbols: Option<u64>,
+    /// Quote RPCs api_service sent during the run (`quote_rpc_flights_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpcs: Option<u64>,
+    /// `/stock` calls answered without an RPC of their own: joined one in flight or reused one
+    /// landed within `QUOTE_REUSE_WINDOW` (`quote_rpc_coalesced_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_coalesced: Option<u64>,
+    /// RPC request messages quote_service handled (`quote_rpc_messages_total`, all
+    /// outcomes); each is answered with one reply message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_rpc_messages: Option<u64>,
     /// The machine's 1-minute load average when the run ended (the stack alone kept it at
     /// 2.5-5.5 on 2 cores; compare runs with it to spot one that shared the CPU).
     pub load_avg_1m: f64,
@@ -192,9 +212,12 @@ pub struct ScenarioReport {
     pub description: String,
     pub connections: usize,
     pub median: Medians,
-    /// stock-* only: median requests/s divided by the echo's.
+    /// stock-* only: median requests/s divided by the echo's at the same connection count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_echo: Option<f64>,
+    /// stock-hot* only: median requests/s divided by the bare-HTTP baseline's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_http_baseline: Option<f64>,
     pub runs: Vec<RunFigures>,
     pub memory: BTreeMap<String, ServiceMemory>,
     pub checks: Vec<Check>,
@@ -203,13 +226,19 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    fn new(name: &str, description: &str, connections: usize, runs: Vec<RunFigures>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        description: &str,
+        connections: usize,
+        runs: Vec<RunFigures>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             description: description.to_owned(),
             connections,
             median: Medians::of(&runs),
             ratio_to_echo: None,
+            ratio_to_http_baseline: None,
             runs,
             memory: BTreeMap::new(),
             checks: Vec::new(),
@@ -229,31 +258,34 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
     let work_dir = cfg.work_dir.join(scenario.name());
     std::fs::create_dir_all(&work_dir)?;
     match scenario {
-        Scenario::Echo => echo(cfg, &work_dir, false).await.map(|r| vec![r]),
-        Scenario::EchoConfirm => echo(cfg, &work_dir, true).await.map(|r| vec![r]),
+        Scenario::Echo => echo(cfg, &work_dir, false).await,
+        Scenario::EchoConfirm => echo(cfg, &work_dir, true).await,
+        Scenario::HttpBaseline => http_baseline(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::StockHot => {
-            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Amqp, scenario)
-                .await
-                .map(|r| vec![r])
+            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Amqp, scenario).await
         }
         Scenario::StockHotSqlite => {
-            stock_hot(cfg, &work_dir, Backend::Sqlite, Transport::Amqp, scenario)
-                .await
-                .map(|r| vec![r])
+            stock_hot(cfg, &work_dir, Backend::Sqlite, Transport::Amqp, scenario).await
         }
         Scenario::StockHotHttp => {
-            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Http, scenario)
-                .await
-                .map(|r| vec![r])
+            stock_hot(cfg, &work_dir, Backend::Postgres, Transport::Http, scenario).await
         }
+        Scenario::StockRpc => stock_rpc(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::StockCold => stock_cold(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::QuotesBatch => quotes_batch(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::History => history(cfg, &work_dir).await,
         Scenario::Stats => stats(cfg, &work_dir).await,
         Scenario::Login => login(cfg, &work_dir).await.map(|r| vec![r]),
     }
 }
 
-async fn echo(cfg: &Config, work_dir: &std::path::Path, confirm: bool) -> Result<ScenarioReport> {
+/// The echo at `--connections` calls in flight; the bare echo also at one call in flight
+/// (row `echo-1conn`, the latency floor of one broker round trip).
+async fn echo(
+    cfg: &Config,
+    work_dir: &std::path::Path,
+    confirm: bool,
+) -> Result<Vec<ScenarioReport>> {
     let name = if confirm { "echo-confirm" } else { "echo" };
     let bin = cfg.bins.path("rpc_echo")?;
     let queue = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
@@ -266,11 +298,11 @@ async fn echo(cfg: &Config, work_dir: &std::path::Path, confirm: bool) -> Result
         work_dir,
     )?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let load = |duration: Duration| {
+    let load = |inflight: usize, duration: Duration| {
         let bin = bin.clone();
         let queue = queue.clone();
         let amqp_url = cfg.amqp_url.clone();
-        let inflight = cfg.connections.to_string();
+        let inflight = inflight.to_string();
         async move {
             let out = tokio::process::Command::new(&bin)
                 .args([
@@ -298,38 +330,125 @@ async fn echo(cfg: &Config, work_dir: &std::path::Path, confirm: bool) -> Result
                 .with_context(|| format!("parsing rpc_echo output {line:?}"))
         }
     };
-    if !cfg.warmup.is_zero() {
-        load(cfg.warmup).await?;
+    let mut rows = vec![(name.to_owned(), cfg.connections)];
+    if !confirm {
+        rows.push((format!("{name}-1conn"), 1));
     }
-    let mut runs = Vec::new();
-    for n in 1..=cfg.runs {
-        server.ensure_running()?;
-        let r = load(cfg.duration).await?;
-        progress(name, n, cfg.runs, &format!("{:.0} calls/s", r.rps));
-        runs.push(RunFigures::from_echo(&r));
+    let measured = async {
+        let mut reports = Vec::new();
+        for (row, inflight) in rows {
+            if !cfg.warmup.is_zero() {
+                load(inflight, cfg.warmup).await?;
+            }
+            let mut runs = Vec::new();
+            for n in 1..=cfg.runs {
+                server.ensure_running()?;
+                let r = load(inflight, cfg.duration).await?;
+                progress(&row, n, cfg.runs, &format!("{:.0} calls/s", r.rps));
+                runs.push(RunFigures::from_echo(&r));
+            }
+            let description = if confirm {
+                "RPC echo, direct reply-to, mandatory publishes with publisher confirms"
+            } else {
+                "bare lapin RPC echo, direct reply-to, one message each way per call"
+            };
+            let mut report = ScenarioReport::new(
+                &row,
+                &format!("{description}; {inflight} in flight"),
+                inflight,
+                runs,
+            );
+            report.checks.push(zero_errors(&report.runs));
+            reports.push(report);
+        }
+        Ok::<_, anyhow::Error>(reports)
     }
+    .await;
     server.stop().await;
     if let Err(err) = crate::echo::delete_queue(&cfg.amqp_url, &queue).await {
         eprintln!("bench: could not delete queue {queue}: {err:#}");
     }
+    measured
+}
+
+fn zero_errors(runs: &[RunFigures]) -> Check {
+    Check {
+        name: "zero errors".into(),
+        passed: runs.iter().all(|r| r.errors == 0),
+        detail: format!("{} errors", runs.iter().map(|r| r.errors).sum::<u64>()),
+    }
+}
+
+/// A JWT-sized stand-in for the `Authorization` header the baseline is sent, so its requests
+/// are as long as stock-hot's (the baseline ignores it).
+const BASELINE_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.baseline-ignores-this-header-it-only-keeps-the-request-the-size-of-a-stock-hot-one.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// The bare-HTTP baseline: `http_baseline` (axum, one fixed `/stock`-shaped JSON body) under
+/// the same wrk load and request paths as stock-hot. What HTTP alone costs on this machine.
+async fn http_baseline(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let name = "http-baseline";
+    let bin = cfg.bins.path("http_baseline")?;
+    let mut server = Service::spawn(
+        "http_baseline",
+        &bin,
+        &["--addr", "127.0.0.1:0"],
+        &[],
+        work_dir,
+    )?;
+    let measured = async {
+        let url = format!("http://{}", server.announced_addr().await?);
+        let plan = Plan {
+            method: "GET",
+            targets: stock_targets(&hot_symbols(cfg.hot_symbols)),
+            tokens: vec![BASELINE_TOKEN.to_owned()],
+            bodies: vec![],
+            pause_ms: None,
+        };
+        let timeout = Duration::from_secs(10);
+        if !cfg.warmup.is_zero() {
+            wrk::run(
+                &url,
+                &plan,
+                load(cfg, cfg.connections, cfg.warmup, timeout),
+                work_dir,
+            )
+            .await?;
+        }
+        let mut runs = Vec::new();
+        for n in 1..=cfg.runs {
+            server.ensure_running()?;
+            // Drained like the /stock runs it is compared with, so both pay the same wrk
+            // script (`delay()` before every request) and count throughput the same way.
+            let result = wrk::run(
+                &url,
+                &plan,
+                Load {
+                    drain: Some(DRAIN),
+                    ..load(cfg, cfg.connections, cfg.duration, timeout)
+                },
+                work_dir,
+            )
+            .await?;
+            let fig = RunFigures::from_wrk(&result);
+            progress(
+                name,
+                n,
+                cfg.runs,
+                &format!("{:.0} req/s, p99 {:.2} ms", fig.rps, fig.p99_ms),
+            );
+            runs.push(fig);
+        }
+        Ok::<_, anyhow::Error>(runs)
+    }
+    .await;
+    server.stop().await;
     let mut report = ScenarioReport::new(
         name,
-        if confirm {
-            "RPC echo, direct reply-to, mandatory publishes with publisher confirms"
-        } else {
-            "bare lapin RPC echo, direct reply-to, one message each way per call"
-        },
+        "bare axum server answering one fixed /stock-shaped JSON body (no auth, no database, no RPC), same paths as stock-hot",
         cfg.connections,
-        runs,
+        measured?,
     );
-    report.checks.push(Check {
-        name: "zero errors".into(),
-        passed: report.runs.iter().all(|r| r.errors == 0),
-        detail: format!(
-            "{} errors",
-            report.runs.iter().map(|r| r.errors).sum::<u64>()
-        ),
-    });
+    report.checks.push(zero_errors(&report.runs));
     Ok(report)
 }
 
@@ -369,15 +488,21 @@ fn load(cfg: &Config, connections: usize, duration: Duration, timeout: Duration)
         connections,
         duration,
         timeout,
+        drain: None,
     }
 }
+
+/// How long a measured `/stock` run drains after its window: far above any p99 seen, so
+/// every request in flight finishes (one that does not shows as unanswered and fails the
+/// exact row count).
+const DRAIN: Duration = Duration::from_secs(2);
 
 fn progress(name: &str, n: usize, of: usize, what: &str) {
     eprintln!("bench: {name} run {n}/{of}: {what}");
 }
 
-/// What the stock runs share: warm-up, then measured runs that each count history rows and
-/// upstream requests before and after.
+/// What the stock runs share: warm-up, then measured runs that each count history rows,
+/// upstream requests and RPCs before and after.
 async fn stock_runs(
     cfg: &Config,
     stack: &mut Stack,
@@ -385,12 +510,27 @@ async fn stock_runs(
     plan: &Plan,
     work_dir: &std::path::Path,
 ) -> Result<StockOutcome> {
+    stock_runs_at(cfg, stack, name, plan, cfg.connections, 1, work_dir).await
+}
+
+/// [`stock_runs`] over `connections` connections, where each 200 records `rows_per_ok` history
+/// rows (1 for /stock, the symbols per request for /quotes). The measured runs drain (the
+/// warm-up need not), so their rows can be checked against their 200s exactly.
+async fn stock_runs_at(
+    cfg: &Config,
+    stack: &mut Stack,
+    name: &str,
+    plan: &Plan,
+    connections: usize,
+    rows_per_ok: i64,
+    work_dir: &std::path::Path,
+) -> Result<StockOutcome> {
     let timeout = Duration::from_secs(10);
     if !cfg.warmup.is_zero() {
         wrk::run(
             &stack.api_url,
             plan,
-            load(cfg, cfg.connections, cfg.warmup, timeout),
+            load(cfg, connections, cfg.warmup, timeout),
             work_dir,
         )
         .await?;
@@ -402,30 +542,46 @@ async fn stock_runs(
         stack.ensure_running()?;
         let rows_before = stack.db.settled_history_rows().await?;
         let (hits_before, symbols_before) = stack.upstream_counters().await?;
+        let rpc_before = stack.rpc_counters().await;
         let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
         let result = wrk::run(
             &stack.api_url,
             plan,
-            load(cfg, cfg.connections, cfg.duration, timeout),
+            Load {
+                drain: Some(DRAIN),
+                ..load(cfg, connections, cfg.duration, timeout)
+            },
             work_dir,
         )
         .await?;
         peaks.add_run(&sampler.finish().await);
         let rows_after = stack.db.settled_history_rows().await?;
         let (hits_after, symbols_after) = stack.upstream_counters().await?;
+        let rpc_after = stack.rpc_counters().await;
         let mut fig = RunFigures::from_wrk(&result);
         let added = rows_after - rows_before;
         fig.rows_added = Some(added);
         fig.upstream_requests = Some(hits_after.saturating_sub(hits_before));
         fig.upstream_symbols = Some(symbols_after.saturating_sub(symbols_before));
-        checks.push(rows_check(n, &result, added));
+        if let (Some(before), Some(after)) = (rpc_before, rpc_after) {
+            let grown = after.since(&before);
+            fig.rpcs = Some(grown.api_flights);
+            fig.rpc_coalesced = Some(grown.api_coalesced);
+            fig.worker_rpc_messages = Some(grown.worker_messages);
+        }
+        checks.push(rows_check(n, &result, added, rows_per_ok));
         progress(
             name,
             n,
             cfg.runs,
             &format!(
-                "{:.0} req/s, p99 {:.1} ms, {} errors, {} rows for {} x 200",
-                fig.rps, fig.p99_ms, fig.errors, added, result.ok
+                "{:.0} req/s, p99 {:.1} ms, {} errors, {} rows for {} x 200, {} unanswered",
+                fig.rps,
+                fig.p99_ms,
+                fig.errors,
+                added,
+                result.ok,
+                result.abandoned()
             ),
         );
         runs.push(fig);
@@ -482,47 +638,104 @@ fn memory_steady(memory: &BTreeMap<String, ServiceMemory>) -> Check {
     }
 }
 
-/// Nothing lost: every 200 left a row. Requests wrk cut off at the end of a run may still
-/// complete on the server and add rows nobody saw a 200 for; those are counted but allowed.
-fn rows_check(run: usize, result: &WrkResult, added: i64) -> Check {
-    let ok = result.ok as i64;
-    let lost = (ok - added).max(0);
-    let extra = (added - ok).max(0);
+/// Nothing lost, exactly: the run drained, so every request wrk sent was answered and the
+/// server completed nothing wrk did not see; then the history rows added must equal the 200s,
+/// not one more or fewer. A run that left requests unanswered (a drain too short, a broken
+/// connection) cannot be counted exactly and fails too, saying so. A /quotes 200 records one
+/// row per symbol (`rows_per_ok`; its plan asks only for symbols that exist).
+fn rows_check(run: usize, result: &WrkResult, added: i64, rows_per_ok: i64) -> Check {
+    let ok = result.ok as i64 * rows_per_ok;
+    let unanswered = result.abandoned();
+    let detail = if unanswered > 0 {
+        format!(
+            "{added} rows added, {ok} x 200, but {unanswered} of {} requests sent were never answered: not an exact count",
+            result.sent
+        )
+    } else if added == ok {
+        format!(
+            "{added} rows added == {ok} x 200 ({} requests sent, all answered)",
+            result.sent
+        )
+    } else if added < ok {
+        format!("{added} rows added for {ok} x 200: {} lost", ok - added)
+    } else {
+        format!(
+            "{added} rows added for {ok} x 200: {} rows without a 200",
+            added - ok
+        )
+    };
     Check {
-        name: format!("run {run}: history rows == 200 responses"),
-        passed: lost == 0 && extra <= result.abandoned() as i64,
-        detail: format!(
-            "{added} rows added, {ok} x 200: {lost} lost, {extra} extra (<= {} requests cut off in flight at the end)",
-            result.abandoned()
-        ),
+        name: if rows_per_ok == 1 {
+            format!("run {run}: history rows == 200 responses")
+        } else {
+            format!("run {run}: history rows == {rows_per_ok} x 200 responses")
+        },
+        passed: unanswered == 0 && added == ok,
+        detail,
     }
 }
 
+/// The hot set: the twenty real-looking tickers, then made-up ones past twenty.
+fn hot_symbols(count: usize) -> Vec<String> {
+    HOT_SYMBOLS
+        .iter()
+        .cycle()
+        .take(count)
+        .enumerate()
+        .map(|(i, s)| {
+            if i < HOT_SYMBOLS.len() {
+                s.to_string()
+            } else {
+                format!("hot{i}.us")
+            }
+        })
+        .collect()
+}
+
+/// One `/stock` table row from its runs: checks, memory, upstream and RPC ratios.
+fn stock_report(
+    name: &str,
+    description: &str,
+    connections: usize,
+    outcome: StockOutcome,
+    stack: &Stack,
+) -> ScenarioReport {
+    stock_report_of(name, description, connections, outcome, stack, 1)
+}
+
+/// [`stock_report`] for answers carrying `quotes_per_ok` quotes each.
+fn stock_report_of(
+    name: &str,
+    description: &str,
+    connections: usize,
+    outcome: StockOutcome,
+    stack: &Stack,
+    quotes_per_ok: u64,
+) -> ScenarioReport {
+    let mut report = ScenarioReport::new(name, description, connections, outcome.runs);
+    report.checks = outcome.checks;
+    report.extra = outcome.extra;
+    report.set_memory(stack.memory(&outcome.rss));
+    add_upstream_ratio(&mut report, quotes_per_ok);
+    add_rpc_ratios(&mut report);
+    report
+}
+
+/// stock-hot and its variants; stock-hot itself also at one connection (row
+/// `stock-hot-1conn`: the tail at low load, on the same warm stack).
 async fn stock_hot(
     cfg: &Config,
     work_dir: &std::path::Path,
     backend: Backend,
     transport: Transport,
     scenario: Scenario,
-) -> Result<ScenarioReport> {
+) -> Result<Vec<ScenarioReport>> {
     let name = scenario.name();
     let mut stack =
         Stack::start(&cfg.bins, stack_options(cfg, backend, transport), work_dir).await?;
     let outcome = async {
         let users = stack.create_users("hot_user_", cfg.users, false).await?;
-        let symbols: Vec<String> = HOT_SYMBOLS
-            .iter()
-            .cycle()
-            .take(cfg.hot_symbols)
-            .enumerate()
-            .map(|(i, s)| {
-                if i < HOT_SYMBOLS.len() {
-                    s.to_string()
-                } else {
-                    format!("hot{i}.us")
-                }
-            })
-            .collect();
+        let symbols = hot_symbols(cfg.hot_symbols);
         let plan = Plan {
             method: "GET",
             targets: stock_targets(&symbols),
@@ -530,59 +743,148 @@ async fn stock_hot(
             bodies: vec![],
             pause_ms: None,
         };
-        let outcome = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
-        let mut report = ScenarioReport::new(
-            &name,
-            &format!(
-                "GET /stock, {} users x {} symbols, {:?} transport, {:?}",
-                users.len(),
-                symbols.len(),
-                transport,
-                backend
-            ),
-            cfg.connections,
-            outcome.runs,
+        let description = format!(
+            "GET /stock, {} users x {} symbols, {:?} transport, {:?}, default settings",
+            users.len(),
+            symbols.len(),
+            transport,
+            backend
         );
-        report.checks = outcome.checks;
-        report.extra = outcome.extra;
-        report.set_memory(stack.memory(&outcome.rss));
-        add_upstream_ratio(&mut report);
-        Ok::<_, anyhow::Error>(report)
+        let outcome = stock_runs(cfg, &mut stack, &name, &plan, work_dir).await?;
+        let mut reports = vec![stock_report(
+            &name,
+            &description,
+            cfg.connections,
+            outcome,
+            &stack,
+        )];
+        if scenario == Scenario::StockHot {
+            let row = format!("{name}-1conn");
+            let outcome = stock_runs_at(cfg, &mut stack, &row, &plan, 1, 1, work_dir).await?;
+            reports.push(stock_report(
+                &row,
+                &format!("{description}; one connection"),
+                1,
+                outcome,
+                &stack,
+            ));
+        }
+        Ok::<_, anyhow::Error>(reports)
     }
     .await;
     stack.stop().await;
     outcome
 }
 
+/// Every request crosses the broker: the API's reuse window is off (`QUOTE_REUSE_WINDOW=0`),
+/// so a `/stock` call sends its own RPC unless an identical one is in flight at that moment;
+/// the worker's cache stays on (default `CACHE_TTL`), so the RPCs are answered from memory
+/// and what is measured is the broker round trip, not the upstream feed.
+async fn stock_rpc(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let name = "stock-rpc";
+    let mut options = stack_options(cfg, Backend::Postgres, Transport::Amqp);
+    options
+        .api_env
+        .insert(0, ("QUOTE_REUSE_WINDOW".into(), "0".into()));
+    let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
+    let outcome = async {
+        let users = stack.create_users("rpc_user_", cfg.users, false).await?;
+        let symbols = hot_symbols(cfg.rpc_symbols);
+        let plan = Plan {
+            method: "GET",
+            targets: stock_targets(&symbols),
+            tokens: tokens(&users),
+            bodies: vec![],
+            pause_ms: None,
+        };
+        let outcome = stock_runs(cfg, &mut stack, name, &plan, work_dir).await?;
+        Ok::<_, anyhow::Error>(stock_report(
+            name,
+            &format!(
+                "GET /stock, {} users x {} symbols, AMQP, PostgreSQL; API reuse off (QUOTE_REUSE_WINDOW=0): \
+                 an RPC per request unless an identical one is in flight; worker cache on (default CACHE_TTL)",
+                users.len(),
+                symbols.len()
+            ),
+            cfg.connections,
+            outcome,
+            &stack,
+        ))
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// `count / requests` for a run, when the count was read.
+fn per_request(count: Option<u64>, requests: u64) -> Option<f64> {
+    count.map(|c| c as f64 / requests.max(1) as f64)
+}
+
+/// Quote RPCs per `/stock` request, and broker messages per request: each RPC request
+/// message quote_service handled, plus its one reply. Counted per run (the counters before
+/// and after it), over every request the run answered (a drained run leaves none behind). The
+/// medians over the runs; nothing for runs whose counters could not be read.
+fn add_rpc_ratios(report: &mut ScenarioReport) {
+    let median_of = |f: &dyn Fn(&RunFigures) -> Option<f64>| {
+        let values: Vec<f64> = report.runs.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    let rpcs = median_of(&|r| per_request(r.rpcs, r.requests));
+    let without = median_of(&|r| per_request(r.rpc_coalesced, r.requests));
+    let messages = median_of(&|r| per_request(r.worker_rpc_messages.map(|m| 2 * m), r.requests));
+    for (key, value) in [
+        ("rpcs_per_request", rpcs),
+        ("answered_without_own_rpc_per_request", without),
+        ("broker_messages_per_request", messages),
+    ] {
+        if let Some(v) = value {
+            report.extra.insert(key.into(), serde_json::json!(v));
+        }
+    }
+}
+
 /// Upstream requests per quote served, and symbols per upstream request (batch fill).
-fn add_upstream_ratio(report: &mut ScenarioReport) {
+fn add_upstream_ratio(report: &mut ScenarioReport, quotes_per_ok: u64) {
     let per_quote: Vec<f64> = report
         .runs
         .iter()
-        .map(|r| r.upstream_requests.unwrap_or(0) as f64 / r.ok.unwrap_or(0).max(1) as f64)
+        .map(|r| {
+            r.upstream_requests.unwrap_or(0) as f64
+                / (r.ok.unwrap_or(0) * quotes_per_ok).max(1) as f64
+        })
         .collect();
+    // Batch fill only where there were upstream requests (none at all is not "0 symbols").
     let per_request: Vec<f64> = report
         .runs
         .iter()
-        .map(|r| {
-            r.upstream_symbols.unwrap_or(0) as f64 / r.upstream_requests.unwrap_or(0).max(1) as f64
+        .filter_map(|r| {
+            let requests = r.upstream_requests.filter(|n| *n > 0)?;
+            Some(r.upstream_symbols.unwrap_or(0) as f64 / requests as f64)
         })
         .collect();
     report.extra.insert(
         "upstream_requests_per_quote".into(),
         serde_json::json!(median(&per_quote)),
     );
-    report.extra.insert(
-        "symbols_per_upstream_request".into(),
-        serde_json::json!(median(&per_request)),
-    );
+    if !per_request.is_empty() {
+        report.extra.insert(
+            "symbols_per_upstream_request".into(),
+            serde_json::json!(median(&per_request)),
+        );
+    }
 }
 
 async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
     let mut options = stack_options(cfg, Backend::Postgres, Transport::Amqp);
-    // Off, so 2,000 symbols keep missing the cache however long the run; concurrent requests
-    // for one symbol are still shared and different symbols still batched.
+    // Both caches off, so 2,000 symbols keep missing however long the run: the worker's
+    // (CACHE_TTL) and the API's reuse of a landed quote (QUOTE_REUSE_WINDOW, else a symbol
+    // asked again within 500 ms never reaches the worker). Concurrent requests for one symbol
+    // are still shared, in the API and in the worker, and different symbols still batched.
     options.cache_ttl = Some("0".into());
+    options
+        .api_env
+        .insert(0, ("QUOTE_REUSE_WINDOW".into(), "0".into()));
     let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
     let outcome = async {
         let users = stack.create_users("cold_user_", cfg.users, false).await?;
@@ -597,20 +899,94 @@ async fn stock_cold(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenario
             pause_ms: None,
         };
         let outcome = stock_runs(cfg, &mut stack, "stock-cold", &plan, work_dir).await?;
-        let mut report = ScenarioReport::new(
+        Ok::<_, anyhow::Error>(stock_report(
             "stock-cold",
             &format!(
-                "GET /stock, {} users x {} distinct symbols, quote cache off (CACHE_TTL=0)",
+                "GET /stock, {} users x {} distinct symbols; worker cache off (CACHE_TTL=0) and API reuse off \
+                 (QUOTE_REUSE_WINDOW=0): every request sends an RPC unless an identical one is in flight, \
+                 every RPC goes upstream unless it joins a fetch in flight or shares a batch",
                 users.len(),
                 symbols.len()
             ),
             cfg.connections,
-            outcome.runs,
+            outcome,
+            &stack,
+        ))
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Symbols per `quotes-batch` request.
+const BATCH_SYMBOLS: usize = 20;
+
+/// `/api/v1/quotes?q=` lists of [`BATCH_SYMBOLS`] distinct symbols each: windows over a
+/// pool of `pool` symbols (the hot tickers, then made-up ones that the fake feed also
+/// quotes), so different requests ask for overlapping but different lists.
+fn batch_targets(pool: usize) -> Vec<String> {
+    let symbols = hot_symbols(pool.max(BATCH_SYMBOLS));
+    (0..symbols.len())
+        .map(|start| {
+            let list: Vec<String> = (0..BATCH_SYMBOLS)
+                .map(|k| symbols[(start + k) % symbols.len()].replace('^', "%5E"))
+                .collect();
+            format!("/api/v1/quotes?q={}", list.join(","))
+        })
+        .collect()
+}
+
+async fn quotes_batch(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    let name = Scenario::QuotesBatch.name();
+    let mut stack = Stack::start(
+        &cfg.bins,
+        stack_options(cfg, Backend::Postgres, Transport::Amqp),
+        work_dir,
+    )
+    .await?;
+    let outcome = async {
+        let users = stack.create_users("batch_user_", cfg.users, false).await?;
+        let plan = Plan {
+            method: "GET",
+            targets: batch_targets(cfg.hot_symbols * 2),
+            tokens: tokens(&users),
+            bodies: vec![],
+            pause_ms: None,
+        };
+        let rows = BATCH_SYMBOLS as i64;
+        let outcome = stock_runs_at(
+            cfg,
+            &mut stack,
+            &name,
+            &plan,
+            cfg.connections,
+            rows,
+            work_dir,
+        )
+        .await?;
+        let description = format!(
+            "GET /quotes, {BATCH_SYMBOLS} symbols per request, {} users x {} lists, AMQP \
+             transport, PostgreSQL",
+            users.len(),
+            plan.targets.len()
         );
-        report.checks = outcome.checks;
-        report.extra = outcome.extra;
-        report.set_memory(stack.memory(&outcome.rss));
-        add_upstream_ratio(&mut report);
+        let mut report = stock_report_of(
+            &name,
+            &description,
+            cfg.connections,
+            outcome,
+            &stack,
+            BATCH_SYMBOLS as u64,
+        );
+        let quotes_per_s: Vec<f64> = report
+            .runs
+            .iter()
+            .map(|r| r.ok.unwrap_or(0) as f64 * BATCH_SYMBOLS as f64 / r.duration_s.max(1e-9))
+            .collect();
+        report.extra.insert(
+            "quotes_per_s".into(),
+            serde_json::json!(median(&quotes_per_s)),
+        );
         Ok::<_, anyhow::Error>(report)
     }
     .await;
@@ -1044,4 +1420,112 @@ pub fn normalise(mut scenarios: Vec<Scenario>) -> Vec<Scenario> {
     scenarios.sort();
     scenarios.dedup();
     scenarios
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drained wrk run: `sent` requests, `answered` of them answered, `ok` with a 200.
+    fn wrk_result(sent: u64, answered: u64, ok: u64) -> WrkResult {
+        WrkResult {
+            requests: answered,
+            duration_us: 1e6,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            max_us: 1.0,
+            ok,
+            non2xx: answered - ok,
+            sent,
+            connect_errors: 0,
+            read_errors: 0,
+            write_errors: 0,
+            timeouts: 0,
+            statuses: BTreeMap::new(),
+            window_requests: Some(answered),
+            window_us: Some(1e6),
+        }
+    }
+
+    #[test]
+    fn one_row_per_200_passes_and_says_so() {
+        let check = rows_check(1, &wrk_result(1000, 1000, 990), 990, 1);
+        assert!(check.passed, "{check:?}");
+        assert_eq!(
+            check.detail,
+            "990 rows added == 990 x 200 (1000 requests sent, all answered)"
+        );
+    }
+
+    #[test]
+    fn a_single_lost_row_fails() {
+        let check = rows_check(1, &wrk_result(1000, 1000, 1000), 999, 1);
+        assert!(!check.passed);
+        assert!(check.detail.contains("1 lost"), "{check:?}");
+    }
+
+    #[test]
+    fn a_row_without_a_200_fails_too() {
+        // The old net count allowed up to one extra row per connection; the drained count
+        // has no requests cut off to explain one.
+        let check = rows_check(1, &wrk_result(1000, 1000, 1000), 1001, 1);
+        assert!(!check.passed);
+        assert!(check.detail.contains("1 rows without a 200"), "{check:?}");
+    }
+
+    #[test]
+    fn unanswered_requests_make_the_count_inexact_and_fail_even_when_the_numbers_match() {
+        let check = rows_check(2, &wrk_result(1003, 1000, 1000), 1000, 1);
+        assert!(!check.passed);
+        assert!(
+            check
+                .detail
+                .contains("3 of 1003 requests sent were never answered"),
+            "{check:?}"
+        );
+    }
+
+    fn stock_run(requests: u64, rpcs: u64, coalesced: u64, messages: u64) -> RunFigures {
+        RunFigures {
+            requests,
+            rpcs: Some(rpcs),
+            rpc_coalesced: Some(coalesced),
+            worker_rpc_messages: Some(messages),
+            ..RunFigures::default()
+        }
+    }
+
+    #[test]
+    fn rpc_ratios_are_per_request_medians_and_count_both_messages_of_an_rpc() {
+        let mut report = ScenarioReport::new(
+            "stock-rpc",
+            "",
+            64,
+            vec![
+                stock_run(1000, 900, 100, 900),
+                stock_run(1000, 1000, 0, 1000),
+                stock_run(2000, 1000, 1000, 500),
+            ],
+        );
+
+        add_rpc_ratios(&mut report);
+
+        assert_eq!(report.extra["rpcs_per_request"], serde_json::json!(0.9));
+        assert_eq!(
+            report.extra["answered_without_own_rpc_per_request"],
+            serde_json::json!(0.1)
+        );
+        // A batched reply would show here as fewer than two messages per request.
+        assert_eq!(
+            report.extra["broker_messages_per_request"],
+            serde_json::json!(1.8)
+        );
+    }
+
+    #[test]
+    fn runs_without_rpc_counters_report_no_rpc_ratios() {
+        let mut report = ScenarioReport::new("stock-hot", "", 64, vec![RunFigures::default()]);
+        add_rpc_ratios(&mut report);
+        assert!(report.extra.is_empty(), "{:?}", report.extra);
+    }
 }

@@ -15,8 +15,9 @@ use crate::scenarios::Scenario;
     about = "End-to-end benchmark: starts the stack from release builds and drives it with wrk"
 )]
 pub struct Settings {
-    /// Scenarios to run, comma-separated (default: all). echo runs first whenever a stock-*
-    /// scenario is chosen, since they are reported as a ratio to it.
+    /// Scenarios to run, comma-separated (default: all). The baselines a stock scenario is
+    /// reported as a ratio to run first with it: echo for stock-hot* and stock-rpc,
+    /// http-baseline for stock-hot*.
     #[arg(long, env = "BENCH_SCENARIOS", value_delimiter = ',', value_enum)]
     pub scenarios: Vec<Scenario>,
 
@@ -69,6 +70,10 @@ pub struct Settings {
     #[arg(long, env = "BENCH_HOT_SYMBOLS", default_value_t = 20)]
     pub hot_symbols: usize,
 
+    /// Distinct symbols of stock-rpc (every request crosses the broker).
+    #[arg(long, env = "BENCH_RPC_SYMBOLS", default_value_t = 200)]
+    pub rpc_symbols: usize,
+
     /// Distinct symbols of stock-cold.
     #[arg(long, env = "BENCH_COLD_SYMBOLS", default_value_t = 2000)]
     pub cold_symbols: usize,
@@ -82,7 +87,7 @@ pub struct Settings {
     pub stats_symbols: usize,
 
     /// Directory holding the release binaries (fake_stooq, quote_service, api_service,
-    /// rpc_echo).
+    /// rpc_echo, http_baseline).
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
     pub bin_dir: PathBuf,
 

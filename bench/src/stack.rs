@@ -110,7 +110,7 @@ impl Service {
 
     /// The address the service says it bound (the `addr` field of its INFO start-up line in
     /// JSON; see [`log_env`]), once it has said so.
-    async fn announced_addr(&mut self) -> Result<SocketAddr> {
+    pub(crate) async fn announced_addr(&mut self) -> Result<SocketAddr> {
         let started = Instant::now();
         loop {
             self.ensure_running()?;
@@ -429,6 +429,25 @@ impl Stack {
         Ok((field("hits"), field("symbols_requested")))
     }
 
+    /// The RPC counters of both services' `/metrics` now; `None` when either cannot be read
+    /// (the figures are then left out, not guessed).
+    pub async fn rpc_counters(&self) -> Option<RpcCounters> {
+        let scrape = |base: &str| {
+            let url = format!("{base}/metrics");
+            async move {
+                let resp = self.http.get(url).send().await.ok()?;
+                resp.error_for_status().ok()?.text().await.ok()
+            }
+        };
+        let api = scrape(&self.api_url).await?;
+        let quote = scrape(&self.quote_url).await?;
+        Some(RpcCounters {
+            api_flights: metric_sum(&api, "quote_rpc_flights_total"),
+            api_coalesced: metric_sum(&api, "quote_rpc_coalesced_total"),
+            worker_messages: metric_sum(&quote, "quote_rpc_messages_total"),
+        })
+    }
+
     /// Saves both services' `/metrics` into the work dir (for analysis after a run) and
     /// returns the api_service's quote RPC coalescing counters, when it exposes them.
     pub async fn snapshot_metrics(&self, work_dir: &Path, label: &str) -> Option<(f64, f64)> {
@@ -474,6 +493,44 @@ impl Stack {
     }
 }
 
+/// The RPC counters the runs are accounted with (totals since the services started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RpcCounters {
+    /// api_service: quote RPCs actually sent (`quote_rpc_flights_total`).
+    pub api_flights: u64,
+    /// api_service: calls answered without their own RPC (`quote_rpc_coalesced_total`).
+    pub api_coalesced: u64,
+    /// quote_service: RPC request messages handled, all outcomes (`quote_rpc_messages_total`).
+    pub worker_messages: u64,
+}
+
+impl RpcCounters {
+    /// What the counters grew by since `before`.
+    pub fn since(&self, before: &RpcCounters) -> RpcCounters {
+        RpcCounters {
+            api_flights: self.api_flights.saturating_sub(before.api_flights),
+            api_coalesced: self.api_coalesced.saturating_sub(before.api_coalesced),
+            worker_messages: self.worker_messages.saturating_sub(before.worker_messages),
+        }
+    }
+}
+
+/// The sum of one metric family's samples over all its label sets in a Prometheus text
+/// exposition (0 when absent). Only that exact family: `name` followed by `{` or a space.
+pub fn metric_sum(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            l.split_whitespace().last()?.parse::<f64>().ok()
+        })
+        .sum::<f64>() as u64
+}
+
 async fn wait_ready(http: &reqwest::Client, url: &str, service: &mut Service) -> Result<()> {
     let started = Instant::now();
     loop {
@@ -491,5 +548,48 @@ async fn wait_ready(http: &reqwest::Client, url: &str, service: &mut Service) ->
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = "\
+# HELP quote_rpc_messages_total RPC messages handled, by outcome
+# TYPE quote_rpc_messages_total counter
+quote_rpc_messages_total{outcome=\"ok\"} 120
+quote_rpc_messages_total{outcome=\"upstream_error\"} 3
+quote_rpc_messages_total_extra 999
+quote_rpc_flights_total 42
+";
+
+    #[test]
+    fn a_family_is_summed_over_its_label_sets_and_nothing_else() {
+        assert_eq!(metric_sum(EXPOSITION, "quote_rpc_messages_total"), 123);
+        assert_eq!(metric_sum(EXPOSITION, "quote_rpc_flights_total"), 42);
+        assert_eq!(metric_sum(EXPOSITION, "quote_rpc_coalesced_total"), 0);
+    }
+
+    #[test]
+    fn counters_grow_by_the_difference_and_never_below_zero() {
+        let before = RpcCounters {
+            api_flights: 10,
+            api_coalesced: 5,
+            worker_messages: 10,
+        };
+        let after = RpcCounters {
+            api_flights: 25,
+            api_coalesced: 5,
+            worker_messages: 8,
+        };
+        assert_eq!(
+            after.since(&before),
+            RpcCounters {
+                api_flights: 15,
+                api_coalesced: 0,
+                worker_messages: 0,
+            }
+        );
     }
 }

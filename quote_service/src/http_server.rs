@@ -1,5 +1,7 @@
-//! The HTTP side: the fallback quote transport (`GET /api/v1/quote?symbol=`), answering the
-//! same [`shared::QuoteReply`] JSON as the RPC path, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP side: the fallback quote transport (`GET /api/v1/quote?symbol=`, and
+//! `GET /api/v1/quotes?symbols=a,b,c` for batches), answering the same [`shared::QuoteReply`]
+//! and [`shared::BatchQuoteReply`] JSON as the RPC path, plus `/healthz`, `/readyz` and
+//! `/metrics`.
 
 use std::time::Duration;
 
@@ -13,7 +15,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
-use shared::{DEADLINE_HEADER, ErrorCode, REQUEST_ID_HEADER, Symbol, contract::now_ms};
+use shared::{
+    BatchQuoteReply, DEADLINE_HEADER, ErrorCode, MAX_BATCH_SYMBOLS, REQUEST_ID_HEADER, Symbol,
+    contract::now_ms,
+};
 use tokio::time::Instant;
 use tracing::{Span, field};
 
@@ -50,6 +55,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/quote", get(quote))
+        .route("/api/v1/quotes", get(quotes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -193,6 +199,81 @@ async fn quote(
         }
     };
     ReplyResponse::from_answer(&answer, request_id)
+}
+
+#[derive(Deserialize)]
+struct BatchParams {
+    symbols: Option<String>,
+}
+
+/// The version-2 request over HTTP: `symbols` is a comma-separated list (a comma is never
+/// part of a symbol), 1 to [`MAX_BATCH_SYMBOLS`] of them, answered with one
+/// [`BatchQuoteReply`]: 200 with a result per symbol whatever each says, or 400/504 with the
+/// error of the request as a whole.
+#[tracing::instrument(
+    name = "http_quotes",
+    skip_all,
+    fields(request_id = field::Empty, symbols = field::Empty)
+)]
+async fn quotes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let request_id = request_id(&headers);
+    if let Some(id) = request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        Span::current().record("request_id", id);
+    }
+    let respond = |reply: BatchQuoteReply| {
+        let status = reply.http_status();
+        let json = serde_json::to_vec(&reply).map(Bytes::from).unwrap_or_else(|_| {
+            Bytes::from_static(
+                br#"{"v":2,"status":"error","error":{"code":"internal","message":"could not encode the reply"}}"#,
+            )
+        });
+        ReplyResponse {
+            status,
+            json,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
+    let raw = match Query::<BatchParams>::try_from_uri(&uri) {
+        Err(e) => {
+            return respond(BatchQuoteReply::error(
+                ErrorCode::BadRequest,
+                format!("malformed query string: {}", e.body_text()),
+            ));
+        }
+        Ok(Query(BatchParams { symbols: None })) => {
+            return respond(BatchQuoteReply::error(
+                ErrorCode::BadRequest,
+                "missing query parameter `symbols`",
+            ));
+        }
+        Ok(Query(BatchParams {
+            symbols: Some(symbols),
+        })) => symbols,
+    };
+    let symbols: Vec<String> = raw.split(',').map(str::to_owned).collect();
+    Span::current().record("symbols", symbols.len());
+    if raw.is_empty() || symbols.len() > MAX_BATCH_SYMBOLS {
+        return respond(BatchQuoteReply::error(
+            ErrorCode::BadRequest,
+            format!(
+                "`symbols` lists 1 to {MAX_BATCH_SYMBOLS} symbols, comma-separated; got {}",
+                if raw.is_empty() { 0 } else { symbols.len() }
+            ),
+        ));
+    }
+    let Ok(deadline) = deadline(&headers, state.request_timeout, state.max_wait) else {
+        return respond(BatchQuoteReply::error(
+            ErrorCode::Timeout,
+            "the request's deadline had passed before it was handled",
+        ));
+    };
+    let results = crate::rpc_server::answer_symbols(&state.service, &symbols, deadline).await;
+    respond(BatchQuoteReply::ok(results))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -7,7 +7,7 @@
 //! which takes the first queued symbol, drains whatever else is queued within the batch window
 //! and fetches them together. The slot map's lock is never held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -109,6 +109,32 @@ impl FetchDeadline {
     }
 }
 
+/// One symbol's answer as [`QuoteService::claim`] left it: at hand, or still to come.
+enum Pending {
+    Ready(Arc<Answer>),
+    Waiting(oneshot::Receiver<Arc<Answer>>),
+}
+
+impl Pending {
+    async fn resolve(self, symbol: &Symbol, deadline: Instant) -> Arc<Answer> {
+        let rx = match self {
+            Pending::Ready(answer) => return answer,
+            Pending::Waiting(rx) => rx,
+        };
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Arc::new(Answer::error(
+                ErrorCode::Internal,
+                "the fetch for this symbol was abandoned",
+            )),
+            Err(_) => Arc::new(Answer::error(
+                ErrorCode::Timeout,
+                format!("no answer for {symbol} before the request's deadline"),
+            )),
+        }
+    }
+}
+
 /// A symbol waiting for the collector, with the deadline its fetch may run until.
 struct Queued {
     symbol: Symbol,
@@ -127,7 +153,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct QuoteService {
     shared: Arc<Shared>,
-    queue: mpsc::UnboundedSender<Queued>,
+    /// Groups of symbols to fetch: one request's misses travel together (see `collect`).
+    queue: mpsc::UnboundedSender<Vec<Queued>>,
 }
 
 /// How the collector forms batches.
@@ -162,64 +189,97 @@ impl QuoteService {
     /// (batched) fetch. Gives up with a timeout answer at `deadline`; the fetch itself goes on
     /// and fills the cache for whoever asks next.
     pub async fn get(&self, symbol: &Symbol, deadline: Instant) -> Arc<Answer> {
-        let rx = {
-            let now = Instant::now();
-            let mut slots = self.shared.lock();
-            match slots.get_mut(symbol) {
-                Some(Slot::Ready { answer, expires }) if *expires > now => {
-                    self.shared.metrics.cache_hit();
-                    return answer.clone();
-                }
-                Some(Slot::InFlight {
-                    waiters,
-                    deadline: fetch_deadline,
-                }) => {
-                    self.shared.metrics.coalesced();
-                    fetch_deadline.extend(deadline);
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    rx
-                }
-                _ => {
-                    self.shared.metrics.cache_miss();
-                    let (tx, rx) = oneshot::channel();
-                    if slots.len() >= self.shared.max_entries {
-                        evict(&mut slots, self.shared.max_entries, now);
-                    }
-                    let fetch_deadline = FetchDeadline::new(deadline);
-                    slots.insert(
-                        symbol.clone(),
-                        Slot::InFlight {
-                            waiters: vec![tx],
-                            deadline: fetch_deadline.clone(),
-                        },
-                    );
-                    let queued = Queued {
-                        symbol: symbol.clone(),
-                        deadline: fetch_deadline,
-                    };
-                    if self.queue.send(queued).is_err() {
-                        slots.remove(symbol);
-                        return Arc::new(Answer::error(
-                            ErrorCode::Internal,
-                            "the quote fetcher has stopped",
-                        ));
-                    }
-                    rx
-                }
-            }
-        };
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Arc::new(Answer::error(
-                ErrorCode::Internal,
-                "the fetch for this symbol was abandoned",
-            )),
-            Err(_) => Arc::new(Answer::error(
-                ErrorCode::Timeout,
-                format!("no answer for {symbol} before the request's deadline"),
-            )),
+        let mut misses = Vec::new();
+        let pending = self.claim(symbol, deadline, &mut misses);
+        if let Err(answer) = self.enqueue(misses) {
+            return answer;
         }
+        pending.resolve(symbol, deadline).await
+    }
+
+    /// The answers for `symbols`, in order, as [`Self::get`] gives each. The symbols that need
+    /// fetching are queued together, in one message to the collector, so they go upstream in
+    /// `ceil(misses / BATCH_SIZE)` calls rather than depending on how the batch window happens
+    /// to cut them. A symbol listed twice is fetched once.
+    pub async fn get_many(&self, symbols: &[Symbol], deadline: Instant) -> Vec<Arc<Answer>> {
+        let mut misses = Vec::new();
+        let pending: Vec<Pending> = symbols
+            .iter()
+            .map(|symbol| self.claim(symbol, deadline, &mut misses))
+            .collect();
+        if let Err(answer) = self.enqueue(misses) {
+            return vec![answer; symbols.len()];
+        }
+        futures::future::join_all(
+            pending
+                .into_iter()
+                .zip(symbols)
+                .map(|(pending, symbol)| pending.resolve(symbol, deadline)),
+        )
+        .await
+    }
+
+    /// Takes the cached answer, joins the fetch in flight, or opens a slot and adds the symbol
+    /// to `misses` (which the caller must [`Self::enqueue`]). Never awaits.
+    fn claim(&self, symbol: &Symbol, deadline: Instant, misses: &mut Vec<Queued>) -> Pending {
+        let now = Instant::now();
+        let mut slots = self.shared.lock();
+        match slots.get_mut(symbol) {
+            Some(Slot::Ready { answer, expires }) if *expires > now => {
+                self.shared.metrics.cache_hit();
+                Pending::Ready(answer.clone())
+            }
+            Some(Slot::InFlight {
+                waiters,
+                deadline: fetch_deadline,
+            }) => {
+                self.shared.metrics.coalesced();
+                fetch_deadline.extend(deadline);
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Pending::Waiting(rx)
+            }
+            _ => {
+                self.shared.metrics.cache_miss();
+                let (tx, rx) = oneshot::channel();
+                if slots.len() >= self.shared.max_entries {
+                    evict(&mut slots, self.shared.max_entries, now);
+                }
+                let fetch_deadline = FetchDeadline::new(deadline);
+                slots.insert(
+                    symbol.clone(),
+                    Slot::InFlight {
+                        waiters: vec![tx],
+                        deadline: fetch_deadline.clone(),
+                    },
+                );
+                misses.push(Queued {
+                    symbol: symbol.clone(),
+                    deadline: fetch_deadline,
+                });
+                Pending::Waiting(rx)
+            }
+        }
+    }
+
+    /// Hands the symbols [`Self::claim`] opened slots for to the collector, as one group.
+    /// If the collector has stopped, their slots are failed (waking every waiter) and the
+    /// answer they got is returned.
+    fn enqueue(&self, misses: Vec<Queued>) -> Result<(), Arc<Answer>> {
+        if misses.is_empty() {
+            return Ok(());
+        }
+        let Err(mpsc::error::SendError(misses)) = self.queue.send(misses) else {
+            return Ok(());
+        };
+        let answer = Arc::new(Answer::error(
+            ErrorCode::Internal,
+            "the quote fetcher has stopped",
+        ));
+        for queued in misses {
+            self.shared.resolve(queued.symbol, answer.clone());
+        }
+        Err(answer)
     }
 
     /// Number of symbols with a slot (cached or in flight); for tests and diagnostics.
@@ -285,26 +345,33 @@ fn evict(slots: &mut HashMap<Symbol, Slot>, max: usize, now: Instant) {
 
 /// The collector: forms batches from the queue and starts one fetch task per batch, at most
 /// `upstream_concurrency` at a time. While it waits for a free slot, symbols keep queueing
-/// and join the next batch, so a slow upstream gets fewer, fuller requests.
+/// and join the next batch, so a slow upstream gets fewer, fuller requests. A group larger
+/// than a batch (one request's misses) is cut into full batches, its remainder topped up by
+/// whatever else arrives within the window.
 async fn collect(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Queued>>,
     client: StooqClient,
     config: BatchConfig,
 ) {
     let limit = Arc::new(Semaphore::new(config.upstream_concurrency.max(1)));
     let size = config.size.max(1);
-    while let Some(first) = rx.recv().await {
+    let mut pending: VecDeque<Queued> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(group) => pending.extend(group),
+                None => break,
+            }
+        }
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let mut batch = Vec::with_capacity(size.min(64));
-        batch.push(first);
         let window_end = Instant::now() + config.window;
-        while batch.len() < size {
+        while pending.len() < size {
             match rx.try_recv() {
-                Ok(q) => {
-                    batch.push(q);
+                Ok(group) => {
+                    pending.extend(group);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -314,10 +381,12 @@ async fn collect(
                 break;
             }
             match tokio::time::timeout_at(window_end, rx.recv()).await {
-                Ok(Some(q)) => batch.push(q),
+                Ok(Some(group)) => pending.extend(group),
                 _ => break,
             }
         }
+        let take = pending.len().min(size);
+        let batch: Vec<Queued> = pending.drain(..take).collect();
         tokio::spawn(fetch_batch(shared.clone(), client.clone(), batch, permit));
     }
 }

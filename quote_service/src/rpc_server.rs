@@ -1,5 +1,6 @@
-//! The RabbitMQ RPC server: consumes [`QuoteRequest`]s from a durable queue and publishes each
-//! [`QuoteReply`] to the default exchange with routing key = the request's `reply_to` (callers
+//! The RabbitMQ RPC server: consumes [`QuoteRequest`]s (contract version 1) and
+//! [`BatchQuoteRequest`]s (version 2) from a durable queue and publishes each reply
+//! ([`QuoteReply`], [`BatchQuoteReply`]) to the default exchange with routing key = the request's `reply_to` (callers
 //! use direct reply-to, `amq.rabbitmq.reply-to.*`) and its `correlation_id`.
 //!
 //! A message is acked only after its reply is published, so a worker that dies mid-request
@@ -10,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -19,7 +21,11 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
-use shared::{CONTRACT_VERSION, ErrorCode, QuoteReply, QuoteRequest, REQUEST_ID_HEADER, Symbol};
+use shared::contract::VersionProbe;
+use shared::{
+    BATCH_CONTRACT_VERSION, BatchQuoteReply, BatchQuoteRequest, CONTRACT_VERSION, ErrorCode,
+    MAX_BATCH_SYMBOLS, QuoteReply, QuoteRequest, QuoteResult, REQUEST_ID_HEADER, Symbol,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,25 +50,73 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(500);
 /// What answering one request produced.
 #[derive(Debug, Clone)]
 pub enum Verdict {
-    /// Publish this reply.
+    /// Publish this reply (to a version-1 request, or a refusal in version 1).
     Reply(Arc<Answer>, RpcOutcome),
+    /// Publish this serialised [`BatchQuoteReply`] (to a version-2 request).
+    Batch(Bytes, RpcOutcome),
     /// The caller's deadline had passed: ack and drop, do not fetch.
     Expired,
 }
 
-/// Answers one request body: validates it, honours its deadline and fetches the quote.
-/// `None` means the request expired and must be dropped without a reply. Unit-testable
-/// without a broker.
-pub async fn answer(service: &QuoteService, payload: &[u8]) -> Option<QuoteReply> {
-    match decide(service, payload, &Span::none()).await {
-        Verdict::Reply(answer, _) => Some(answer.reply().clone()),
-        Verdict::Expired => None,
+impl Verdict {
+    /// The reply to publish, `None` for an expired request.
+    pub fn json(&self) -> Option<&Bytes> {
+        match self {
+            Verdict::Reply(answer, _) => Some(answer.json()),
+            Verdict::Batch(json, _) => Some(json),
+            Verdict::Expired => None,
+        }
     }
+}
+
+/// Answers one request body: validates it, honours its deadline and fetches the quote(s).
+/// `None` means the request expired and must be dropped without a reply; otherwise the
+/// reply exactly as it would be published. Unit-testable without a broker.
+pub async fn answer_bytes(service: &QuoteService, payload: &[u8]) -> Option<Bytes> {
+    decide(service, payload, &Span::none())
+        .await
+        .json()
+        .cloned()
+}
+
+/// [`answer_bytes`] read as a version-1 reply (what a version-1 request, or any message this
+/// worker cannot read, is answered with).
+pub async fn answer(service: &QuoteService, payload: &[u8]) -> Option<QuoteReply> {
+    let json = answer_bytes(service, payload).await?;
+    Some(serde_json::from_slice(&json).expect("the worker's own reply parses"))
+}
+
+/// [`answer_bytes`] read as a reply to a batch: a version-2 reply, or the version-1 refusal of
+/// a message this worker cannot read (same shape, `v: 1`).
+pub async fn answer_batch(service: &QuoteService, payload: &[u8]) -> Option<BatchQuoteReply> {
+    let json = answer_bytes(service, payload).await?;
+    Some(serde_json::from_slice(&json).expect("the worker's own reply parses"))
 }
 
 /// The core of [`answer`]; also records the JSON `request_id` on `span` when the AMQP header
 /// did not carry one.
+///
+/// The version is read first: 1 and 2 are answered in their own version; anything else (or
+/// a message without a readable `v`) is refused in version 1, the refusal every worker has
+/// always given, so a newer caller recognises an older worker by it.
 pub async fn decide(service: &QuoteService, payload: &[u8], span: &Span) -> Verdict {
+    match serde_json::from_slice::<VersionProbe>(payload) {
+        Ok(VersionProbe {
+            v: BATCH_CONTRACT_VERSION,
+        }) => decide_batch(service, payload, span).await,
+        Ok(VersionProbe { v }) if v != CONTRACT_VERSION => malformed(
+            ErrorCode::BadRequest,
+            format!(
+                "unsupported contract version {v} (this worker speaks \
+                 {CONTRACT_VERSION} and {BATCH_CONTRACT_VERSION})"
+            ),
+        ),
+        _ => decide_single(service, payload, span).await,
+    }
+}
+
+/// A version-1 request: one symbol.
+async fn decide_single(service: &QuoteService, payload: &[u8], span: &Span) -> Verdict {
     let request: QuoteRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -76,15 +130,6 @@ pub async fn decide(service: &QuoteService, payload: &[u8], span: &Span) -> Verd
         && span.has_field("request_id")
     {
         span.record("request_id", id.as_str());
-    }
-    if request.v != CONTRACT_VERSION {
-        return malformed(
-            ErrorCode::BadRequest,
-            format!(
-                "unsupported contract version {} (this worker speaks {CONTRACT_VERSION})",
-                request.v
-            ),
-        );
     }
     let Some(remaining) = request.remaining() else {
         return Verdict::Expired;
@@ -101,6 +146,93 @@ pub async fn decide(service: &QuoteService, payload: &[u8], span: &Span) -> Verd
         RpcOutcome::ErrorReply
     };
     Verdict::Reply(answer, outcome)
+}
+
+/// A version-2 request: many symbols, one reply with a result per symbol. The symbols that
+/// break the rules get their own `invalid_symbol` result; the others are fetched together
+/// (see [`QuoteService::get_many`]).
+async fn decide_batch(service: &QuoteService, payload: &[u8], span: &Span) -> Verdict {
+    let request: BatchQuoteRequest = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return batch_refused(
+                ErrorCode::BadRequest,
+                format!("the request is not a valid batch quote request: {e}"),
+            );
+        }
+    };
+    if let Some(id) = &request.request_id
+        && span.has_field("request_id")
+    {
+        span.record("request_id", id.as_str());
+    }
+    if request.symbols.is_empty() || request.symbols.len() > MAX_BATCH_SYMBOLS {
+        return batch_refused(
+            ErrorCode::BadRequest,
+            format!(
+                "a batch carries 1 to {MAX_BATCH_SYMBOLS} symbols, not {}",
+                request.symbols.len()
+            ),
+        );
+    }
+    let Some(remaining) = request.remaining() else {
+        return Verdict::Expired;
+    };
+    let deadline = Instant::now() + remaining.min(MAX_WAIT);
+    let answers = answer_symbols(service, &request.symbols, deadline).await;
+    let outcome = if answers.iter().any(|r| matches!(r, QuoteResult::Ok { .. })) {
+        RpcOutcome::Ok
+    } else {
+        RpcOutcome::ErrorReply
+    };
+    batch_verdict(&BatchQuoteReply::ok(answers), outcome)
+}
+
+/// One result per raw symbol, in order: `invalid_symbol` for those that break the rules,
+/// the service's answer for the rest (all fetched in one [`QuoteService::get_many`]).
+pub async fn answer_symbols(
+    service: &QuoteService,
+    raw: &[String],
+    deadline: Instant,
+) -> Vec<QuoteResult> {
+    let parsed: Vec<Result<Symbol, String>> = raw
+        .iter()
+        .map(|s| Symbol::parse(s).map_err(|e| format!("invalid symbol: {e}")))
+        .collect();
+    let valid: Vec<Symbol> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+    let mut answers = service.get_many(&valid, deadline).await.into_iter();
+    parsed
+        .into_iter()
+        .map(|p| match p {
+            Ok(_) => answers
+                .next()
+                .map(|answer| answer.reply().result.clone())
+                .unwrap_or_else(|| QuoteResult::Error {
+                    error: shared::QuoteError::new(ErrorCode::Internal, "no answer"),
+                }),
+            Err(message) => QuoteResult::Error {
+                error: shared::QuoteError::new(ErrorCode::InvalidSymbol, message),
+            },
+        })
+        .collect()
+}
+
+/// A version-2 reply for the request as a whole.
+pub fn batch_refused(code: ErrorCode, message: String) -> Verdict {
+    batch_verdict(
+        &BatchQuoteReply::error(code, message),
+        RpcOutcome::Malformed,
+    )
+}
+
+fn batch_verdict(reply: &BatchQuoteReply, outcome: RpcOutcome) -> Verdict {
+    match serde_json::to_vec(reply) {
+        Ok(json) => Verdict::Batch(Bytes::from(json), outcome),
+        Err(e) => malformed(
+            ErrorCode::Internal,
+            format!("could not encode the reply: {e}"),
+        ),
+    }
 }
 
 fn malformed(code: ErrorCode, message: String) -> Verdict {
@@ -153,46 +285,61 @@ pub async fn handle_delivery(ctx: &RpcContext, channel: &Channel, delivery: Deli
                 RpcOutcome::Expired
             }
             Verdict::Reply(answer, outcome) => {
-                if outcome == RpcOutcome::Malformed {
-                    tracing::warn!(error = %String::from_utf8_lossy(answer.json()), "malformed request");
-                }
-                let mut reply_props = BasicProperties::default()
-                    .with_content_type(ShortString::from("application/json"));
-                if let Some(cid) = props.correlation_id() {
-                    reply_props = reply_props.with_correlation_id(cid.clone());
-                }
-                let published = channel
-                    .basic_publish(
-                        ShortString::from(""),
-                        reply_to,
-                        BasicPublishOptions::default(),
-                        answer.json(),
-                        reply_props,
-                    )
-                    .await;
-                match published {
-                    Ok(_) => {
-                        ack(&delivery).await;
-                        outcome
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not publish the reply; the request will be redelivered");
-                        // Usually the channel is gone and the broker requeues by itself; if it
-                        // is not, give the message back now rather than pin a prefetch slot.
-                        let _ = delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..BasicNackOptions::default()
-                            })
-                            .await;
-                        RpcOutcome::PublishFailed
-                    }
-                }
+                publish(&delivery, channel, reply_to, answer.json(), outcome).await
+            }
+            Verdict::Batch(json, outcome) => {
+                publish(&delivery, channel, reply_to, &json, outcome).await
             }
         },
     };
     span.record("outcome", outcome.as_str());
     ctx.metrics.rpc_message(outcome, started.elapsed());
+}
+
+/// Publishes the reply with the request's correlation id, then acks the request.
+async fn publish(
+    delivery: &Delivery,
+    channel: &Channel,
+    reply_to: ShortString,
+    json: &[u8],
+    outcome: RpcOutcome,
+) -> RpcOutcome {
+    let props = &delivery.properties;
+    if outcome == RpcOutcome::Malformed {
+        tracing::warn!(error = %String::from_utf8_lossy(json), "malformed request");
+    }
+    let mut reply_props =
+        BasicProperties::default().with_content_type(ShortString::from("application/json"));
+    if let Some(cid) = props.correlation_id() {
+        reply_props = reply_props.with_correlation_id(cid.clone());
+    }
+    let published = channel
+        .basic_publish(
+            ShortString::from(""),
+            reply_to,
+            BasicPublishOptions::default(),
+            json,
+            reply_props,
+        )
+        .await;
+    match published {
+        Ok(_) => {
+            ack(delivery).await;
+            outcome
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not publish the reply; the request will be redelivered");
+            // Usually the channel is gone and the broker requeues by itself; if it
+            // is not, give the message back now rather than pin a prefetch slot.
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            RpcOutcome::PublishFailed
+        }
+    }
 }
 
 fn header_request_id(props: &BasicProperties) -> Option<&str> {

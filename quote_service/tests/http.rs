@@ -285,3 +285,65 @@ async fn shutdown_token_stops_the_app_and_readiness_drops() {
 
     assert!(!readiness.is_ready());
 }
+
+// --- version 2: GET /api/v1/quotes?symbols= ---------------------------------------------
+
+async fn batch_reply(response: reqwest::Response) -> (u16, shared::BatchQuoteReply) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    let reply = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, reply)
+}
+
+#[tokio::test]
+async fn a_batch_is_200_with_one_result_per_symbol_from_one_upstream_call() {
+    let fake = FakeStooq::start().await;
+    let app = http_app(&fake).await;
+
+    let (status, reply) = batch_reply(
+        app.get("/api/v1/quotes?symbols=aapl.us,xxxx.us,a%2Fb,msft.us")
+            .await,
+    )
+    .await;
+
+    assert_eq!(status, 200);
+    let shared::BatchResult::Ok { results } = reply.result else {
+        panic!("refused: {reply:?}");
+    };
+    let codes: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            shared::QuoteResult::Ok { quote } => quote.symbol.clone(),
+            shared::QuoteResult::Error { error } => error.code.to_string(),
+        })
+        .collect();
+    assert_eq!(codes, ["AAPL.US", "not_found", "invalid_symbol", "MSFT.US"]);
+    assert_eq!(fake.hits(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_without_symbols_or_with_too_many_is_a_400_in_version_2() {
+    let fake = FakeStooq::start().await;
+    let app = http_app(&fake).await;
+    let too_many: Vec<String> = (0..=shared::MAX_BATCH_SYMBOLS)
+        .map(|i| format!("s{i}.us"))
+        .collect();
+
+    for path in [
+        "/api/v1/quotes".to_owned(),
+        "/api/v1/quotes?symbols=".to_owned(),
+        format!("/api/v1/quotes?symbols={}", too_many.join(",")),
+    ] {
+        let (status, reply) = batch_reply(app.get(&path).await).await;
+
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(reply.v, 2, "{path}");
+        assert!(
+            matches!(&reply.result, shared::BatchResult::Error { error } if error.code == shared::ErrorCode::BadRequest),
+            "{path}: {reply:?}"
+        );
+    }
+    assert_eq!(fake.hits(), 0);
+    app.stop().await;
+}

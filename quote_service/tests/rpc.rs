@@ -8,8 +8,11 @@ use std::time::Duration;
 use common::{RpcClient, TestApp, wait_until};
 use fake_stooq::FakeStooq;
 use lapin::BasicProperties;
-use quote_service::rpc_server::answer;
-use shared::{ErrorCode, QuoteReply, QuoteRequest, QuoteResult, contract::now_ms};
+use quote_service::rpc_server::{answer, answer_batch};
+use shared::{
+    BatchQuoteReply, BatchQuoteRequest, BatchResult, CONTRACT_VERSION, ErrorCode,
+    MAX_BATCH_SYMBOLS, QuoteReply, QuoteRequest, QuoteResult, contract::now_ms,
+};
 
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -107,6 +110,180 @@ async fn answer_survives_arbitrary_bytes_and_blames_the_caller() {
 
         assert_eq!(code(&reply), Some(ErrorCode::BadRequest), "{body:?}");
     }
+}
+
+// --- the single-message function, version 2 (batches) -----------------------------------
+
+fn batch_request(symbols: &[&str]) -> Vec<u8> {
+    let request = BatchQuoteRequest::new(
+        symbols.iter().copied(),
+        Some("req-b".into()),
+        Duration::from_secs(5),
+    );
+    serde_json::to_vec(&request).unwrap()
+}
+
+/// The per-symbol results of a version-2 reply, as `ok:SYMBOL` or the error code.
+fn outcomes(reply: BatchQuoteReply) -> Vec<String> {
+    assert_eq!(reply.v, 2, "a version-2 reply");
+    let BatchResult::Ok { results } = reply.result else {
+        panic!("the batch was refused as a whole: {reply:?}");
+    };
+    results
+        .into_iter()
+        .map(|r| match r {
+            QuoteResult::Ok { quote } => format!("ok:{}", quote.symbol),
+            QuoteResult::Error { error } => error.code.to_string(),
+        })
+        .collect()
+}
+
+fn refusal(reply: &BatchQuoteReply) -> Option<ErrorCode> {
+    match &reply.result {
+        BatchResult::Error { error } => Some(error.code),
+        BatchResult::Ok { .. } => None,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_twenty_symbols_costs_one_upstream_call() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |s| s.batch_size = 50);
+    let symbols: Vec<String> = (0..20).map(|i| format!("sym{i}.us")).collect();
+    let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+
+    let reply = answer_batch(&service, &batch_request(&refs)).await.unwrap();
+
+    let expected: Vec<String> = symbols
+        .iter()
+        .map(|s| format!("ok:{}", s.to_ascii_uppercase()))
+        .collect();
+    assert_eq!(outcomes(reply), expected, "one result per symbol, in order");
+    assert_eq!(fake.hits(), 1);
+    assert_eq!(fake.requests()[0].len(), 20);
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_batch_size_costs_one_call_per_batch_size_symbols() {
+    let fake = FakeStooq::start().await;
+    // No window: only the request's own grouping can keep its symbols together.
+    let service = common::quote_service(&fake, |s| {
+        s.batch_size = 3;
+        s.batch_window = Duration::ZERO;
+    });
+    let refs = ["a.us", "b.us", "c.us", "d.us", "e.us", "f.us", "g.us"];
+
+    let reply = answer_batch(&service, &batch_request(&refs)).await.unwrap();
+
+    assert_eq!(outcomes(reply).len(), 7);
+    let mut sizes: Vec<usize> = fake.requests().iter().map(Vec::len).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1, 3, 3], "ceil(7 / 3) upstream calls");
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_symbol_with_its_own_outcome() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer_batch(
+        &service,
+        &batch_request(&["aapl.us", "xxxx.us", "a b", "MSFT.US"]),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        outcomes(reply),
+        ["ok:AAPL.US", "not_found", "invalid_symbol", "ok:MSFT.US"]
+    );
+    assert_eq!(fake.hits(), 1);
+    assert_eq!(
+        fake.symbol_hits("a b"),
+        0,
+        "the invalid symbol is never fetched"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_symbols_that_all_fail_is_still_answered_per_symbol() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    fake.set_mode(fake_stooq::Mode::Status(503));
+
+    let reply = answer_batch(&service, &batch_request(&["aapl.us", "msft.us"]))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcomes(reply),
+        ["upstream_unavailable", "upstream_unavailable"]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_over_the_symbol_limit_is_refused_as_a_whole_without_fetching() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    let symbols: Vec<String> = (0..=MAX_BATCH_SYMBOLS)
+        .map(|i| format!("s{i}.us"))
+        .collect();
+    let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+
+    let reply = answer_batch(&service, &batch_request(&refs)).await.unwrap();
+
+    assert_eq!(reply.v, 2);
+    assert_eq!(refusal(&reply), Some(ErrorCode::BadRequest));
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_refused_as_a_whole() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer_batch(&service, &batch_request(&[])).await.unwrap();
+
+    assert_eq!(refusal(&reply), Some(ErrorCode::BadRequest));
+}
+
+#[tokio::test]
+async fn an_unreadable_version_2_message_is_refused_in_version_2() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer_batch(&service, br#"{"v":2,"symbols":"aapl.us","deadline_ms":1}"#)
+        .await
+        .unwrap();
+
+    assert_eq!(reply.v, 2, "not mistaken for an old worker's refusal");
+    assert_eq!(refusal(&reply), Some(ErrorCode::BadRequest));
+}
+
+#[tokio::test]
+async fn an_expired_batch_is_dropped_without_fetching() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+    let mut request = BatchQuoteRequest::new(["aapl.us"], None, Duration::from_secs(5));
+    request.deadline_ms = now_ms() - 1;
+
+    let reply = answer_batch(&service, &serde_json::to_vec(&request).unwrap()).await;
+
+    assert!(reply.is_none());
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_version_1_request_is_still_answered_in_version_1() {
+    let fake = FakeStooq::start().await;
+    let service = common::quote_service(&fake, |_| {});
+
+    let reply = answer(&service, &serde_json::to_vec(&request("aapl.us")).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(reply.v, CONTRACT_VERSION);
+    assert_eq!(reply.into_result().unwrap().symbol, "AAPL.US");
 }
 
 // --- end to end through RabbitMQ -------------------------------------------------------

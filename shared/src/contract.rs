@@ -1,21 +1,47 @@
 //! The RPC contract between `api_service` and `quote_service`, identical over AMQP and HTTP.
 //!
 //! Every message carries `v` so a future incompatible change can be detected instead of
-//! silently misread. JSON on the wire:
+//! silently misread. JSON on the wire, version 1 (one symbol):
 //!
 //! ```json
 //! {"v":1,"symbol":"aapl.us","request_id":"…","deadline_ms":1715368830000}
 //! {"v":1,"status":"ok","quote":{"symbol":"AAPL.US","name":"APPLE",…}}
 //! {"v":1,"status":"error","error":{"code":"not_found","message":"…"}}
 //! ```
+//!
+//! Version 2 (many symbols, one message each way; see [`BatchQuoteRequest`]):
+//!
+//! ```json
+//! {"v":2,"symbols":["aapl.us","xxxx.us"],"request_id":"…","deadline_ms":1715368830000}
+//! {"v":2,"status":"ok","results":[{"status":"ok","quote":{…}},{"status":"error","error":{…}}]}
+//! {"v":2,"status":"error","error":{"code":"bad_request","message":"…"}}
+//! ```
+//!
+//! A worker speaks both versions; version 1 messages are unchanged. Why a new version rather
+//! than an optional `symbols` field on version 1: a version-1 worker ignores unknown fields
+//! (see the test `unknown_fields_from_newer_peers_are_ignored`), so it would have answered a
+//! batch with the quote of `symbol` alone, a reply of the wrong shape that the caller could
+//! only detect by accident. Under `v: 2` the old worker refuses the message instead, with the
+//! reply every version-1 worker gives to what it cannot read (`v: 1`, `bad_request`), which
+//! [`read_batch_reply`] recognises so the caller can fall back to one version-1 request per
+//! symbol during a rolling upgrade.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any change an older peer would misread.
+/// Version of the single-symbol messages ([`QuoteRequest`], [`QuoteReply`]). Bumped on any
+/// change an older peer would misread.
 pub const CONTRACT_VERSION: u16 = 1;
+
+/// Version of the batch messages ([`BatchQuoteRequest`], [`BatchQuoteReply`]): the first
+/// version a worker must know to answer many symbols in one message.
+pub const BATCH_CONTRACT_VERSION: u16 = 2;
+
+/// Most symbols one [`BatchQuoteRequest`] may carry. Bounds what one message can make a worker
+/// hold and fetch; the API's `/api/v1/quotes` takes as many.
+pub const MAX_BATCH_SYMBOLS: usize = 50;
 
 /// Ask for the latest quote of one symbol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +74,142 @@ impl QuoteRequest {
 
     pub fn is_expired(&self) -> bool {
         self.remaining().is_none()
+    }
+}
+
+/// Ask for the latest quotes of several symbols at once (contract version 2).
+///
+/// Answered by one [`BatchQuoteReply`] whose `results[i]` answers `symbols[i]`: a symbol's own
+/// failure (invalid, not found, the feed down…) is its own result, never the whole reply's.
+/// The worker fetches the symbols it has no cached answer for in as few upstream calls as its
+/// `BATCH_SIZE` allows. Symbols are positional and may repeat (each gets a result), but
+/// callers fold duplicates first: the reply would only carry the same answer twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchQuoteRequest {
+    pub v: u16,
+    /// As typed by the user; each is validated with [`crate::Symbol::parse`]. 1 to
+    /// [`MAX_BATCH_SYMBOLS`] of them.
+    pub symbols: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// As [`QuoteRequest::deadline_ms`]: one deadline for the whole batch.
+    pub deadline_ms: u64,
+}
+
+impl BatchQuoteRequest {
+    pub fn new<S: Into<String>>(
+        symbols: impl IntoIterator<Item = S>,
+        request_id: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            v: BATCH_CONTRACT_VERSION,
+            symbols: symbols.into_iter().map(Into::into).collect(),
+            request_id,
+            deadline_ms: now_ms().saturating_add(timeout.as_millis() as u64),
+        }
+    }
+
+    /// Time left before the caller gives up; `None` once the deadline has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        let now = now_ms();
+        (self.deadline_ms > now).then(|| Duration::from_millis(self.deadline_ms - now))
+    }
+}
+
+/// Only the version of a message, read before anything else so a worker can tell which
+/// request type to parse, and refuse a version it does not speak in the version-1 way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct VersionProbe {
+    pub v: u16,
+}
+
+/// The answer to a [`BatchQuoteRequest`]: one result per requested symbol, or an error for
+/// the request as a whole (unreadable, too many symbols, the deadline passed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchQuoteReply {
+    pub v: u16,
+    #[serde(flatten)]
+    pub result: BatchResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum BatchResult {
+    Ok { results: Vec<QuoteResult> },
+    Error { error: QuoteError },
+}
+
+impl BatchQuoteReply {
+    pub fn ok(results: Vec<QuoteResult>) -> Self {
+        Self {
+            v: BATCH_CONTRACT_VERSION,
+            result: BatchResult::Ok { results },
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            v: BATCH_CONTRACT_VERSION,
+            result: BatchResult::Error {
+                error: QuoteError::new(code, message),
+            },
+        }
+    }
+
+    /// The HTTP status this reply is served with on the fallback transport: 200 whenever
+    /// there are per-symbol results, whatever each says.
+    pub fn http_status(&self) -> u16 {
+        match &self.result {
+            BatchResult::Ok { .. } => 200,
+            BatchResult::Error { error } => error.code.http_status(),
+        }
+    }
+}
+
+/// What a reply to a [`BatchQuoteRequest`] means to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchReplyRead {
+    /// One result per requested symbol, in request order.
+    Results(Vec<Result<Quote, QuoteError>>),
+    /// The worker refused or failed the batch as a whole.
+    Refused(QuoteError),
+    /// A worker that speaks only version 1 refused the message as unreadable: ask it one
+    /// symbol at a time. Carries its reason, for the log.
+    OldWorker(QuoteError),
+}
+
+/// Reads a reply to a batch of `expected` symbols. `Err` says why the bytes are not a reply
+/// a worker of any version would send (not JSON, a result count that does not match…).
+///
+/// A version-1 `bad_request` is what every version-1 worker answers to a message it cannot
+/// read, a version-2 one included, and what no version-2 worker answers to a version-2
+/// message (it refuses in version 2), so it identifies an old worker unambiguously.
+pub fn read_batch_reply(bytes: &[u8], expected: usize) -> Result<BatchReplyRead, String> {
+    let reply: BatchQuoteReply =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a quote reply: {e}"))?;
+    match (reply.v, reply.result) {
+        (CONTRACT_VERSION, BatchResult::Error { error }) if error.code == ErrorCode::BadRequest => {
+            Ok(BatchReplyRead::OldWorker(error))
+        }
+        (BATCH_CONTRACT_VERSION, BatchResult::Error { error }) => {
+            Ok(BatchReplyRead::Refused(error))
+        }
+        (BATCH_CONTRACT_VERSION, BatchResult::Ok { results }) if results.len() == expected => {
+            Ok(BatchReplyRead::Results(
+                results
+                    .into_iter()
+                    .map(|r| match r {
+                        QuoteResult::Ok { quote } => Ok(quote),
+                        QuoteResult::Error { error } => Err(error),
+                    })
+                    .collect(),
+            ))
+        }
+        (BATCH_CONTRACT_VERSION, BatchResult::Ok { results }) => {
+            Err(format!("{} results for {expected} symbols", results.len()))
+        }
+        (v, _) => Err(format!("a version-{v} reply to a version-2 request")),
     }
 }
 
@@ -207,6 +369,15 @@ impl From<QuoteError> for QuoteReply {
     }
 }
 
+impl From<Result<Quote, QuoteError>> for QuoteResult {
+    fn from(r: Result<Quote, QuoteError>) -> Self {
+        match r {
+            Ok(quote) => QuoteResult::Ok { quote },
+            Err(error) => QuoteResult::Error { error },
+        }
+    }
+}
+
 impl From<Result<Quote, QuoteError>> for QuoteReply {
     fn from(r: Result<Quote, QuoteError>) -> Self {
         match r {
@@ -343,5 +514,155 @@ mod tests {
     fn unknown_fields_from_newer_peers_are_ignored() {
         let json = r#"{"v":1,"symbol":"aapl.us","deadline_ms":5,"priority":"high"}"#;
         assert!(serde_json::from_str::<QuoteRequest>(json).is_ok());
+    }
+
+    // --- version 2: batches ------------------------------------------------------------
+
+    #[test]
+    fn batch_request_round_trips_with_documented_shape() {
+        let req = BatchQuoteRequest::new(
+            ["aapl.us", "msft.us"],
+            Some("req-1".into()),
+            Duration::from_secs(5),
+        );
+        let value = serde_json::to_value(&req).unwrap();
+        assert_eq!(value["v"], 2);
+        assert_eq!(value["symbols"], serde_json::json!(["aapl.us", "msft.us"]));
+        assert_eq!(
+            serde_json::from_value::<BatchQuoteRequest>(value).unwrap(),
+            req
+        );
+    }
+
+    #[test]
+    fn a_batch_request_is_unreadable_as_a_version_1_request() {
+        // What a worker that speaks only version 1 does with it: refuse, never answer some
+        // other question.
+        let req = BatchQuoteRequest::new(["aapl.us"], None, Duration::from_secs(5));
+        let json = serde_json::to_vec(&req).unwrap();
+        assert!(serde_json::from_slice::<QuoteRequest>(&json).is_err());
+        assert_eq!(serde_json::from_slice::<VersionProbe>(&json).unwrap().v, 2);
+    }
+
+    #[test]
+    fn batch_reply_reads_back_as_per_symbol_results_in_order() {
+        let reply = BatchQuoteReply::ok(vec![
+            Ok(sample_quote()).into(),
+            Err(QuoteError::new(ErrorCode::NotFound, "no such symbol")).into(),
+        ]);
+        let json = serde_json::to_vec(&reply).unwrap();
+
+        let read = read_batch_reply(&json, 2).unwrap();
+
+        assert_eq!(
+            read,
+            BatchReplyRead::Results(vec![
+                Ok(sample_quote()),
+                Err(QuoteError::new(ErrorCode::NotFound, "no such symbol")),
+            ])
+        );
+        assert_eq!(reply.http_status(), 200);
+    }
+
+    #[test]
+    fn a_version_1_bad_request_reply_means_an_old_worker() {
+        let old = QuoteReply::error(
+            ErrorCode::BadRequest,
+            "the request is not a valid quote request: missing field `symbol`",
+        );
+        let json = serde_json::to_vec(&old).unwrap();
+
+        assert!(matches!(
+            read_batch_reply(&json, 3),
+            Ok(BatchReplyRead::OldWorker(e)) if e.code == ErrorCode::BadRequest
+        ));
+    }
+
+    #[test]
+    fn a_version_2_refusal_is_the_batchs_own_error_not_an_old_worker() {
+        let refused = BatchQuoteReply::error(ErrorCode::BadRequest, "too many symbols");
+        let json = serde_json::to_vec(&refused).unwrap();
+
+        assert!(matches!(
+            read_batch_reply(&json, 3),
+            Ok(BatchReplyRead::Refused(e)) if e.code == ErrorCode::BadRequest
+        ));
+        assert_eq!(refused.http_status(), 400);
+    }
+
+    #[test]
+    fn batch_replies_that_no_worker_would_send_are_malformed() {
+        let short =
+            serde_json::to_vec(&BatchQuoteReply::ok(vec![Ok(sample_quote()).into()])).unwrap();
+        assert!(
+            read_batch_reply(&short, 2).is_err(),
+            "result count mismatch"
+        );
+        let v1_ok = serde_json::to_vec(&QuoteReply::ok(sample_quote())).unwrap();
+        assert!(read_batch_reply(&v1_ok, 1).is_err(), "a single reply");
+        let v1_not_found =
+            serde_json::to_vec(&QuoteReply::error(ErrorCode::NotFound, "n")).unwrap();
+        assert!(read_batch_reply(&v1_not_found, 1).is_err());
+        assert!(read_batch_reply(b"{not json", 1).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn code() -> impl Strategy<Value = ErrorCode> {
+            prop_oneof![
+                Just(ErrorCode::NotFound),
+                Just(ErrorCode::InvalidSymbol),
+                Just(ErrorCode::UpstreamUnavailable),
+                Just(ErrorCode::UpstreamRejected),
+                Just(ErrorCode::Timeout),
+                Just(ErrorCode::BadRequest),
+                Just(ErrorCode::Internal),
+            ]
+        }
+
+        fn result() -> impl Strategy<Value = Result<Quote, QuoteError>> {
+            prop_oneof![
+                // Prices as the feed prints them (cents); serde_json's default float parser
+                // is not exact for arbitrary f64s, which no feed price needs.
+                (0u32..100_000_000, ".{0,12}").prop_map(|(cents, name)| Ok(Quote {
+                    close: f64::from(cents) / 100.0,
+                    name,
+                    ..sample_quote()
+                })),
+                (code(), ".{0,40}").prop_map(|(code, m)| Err(QuoteError::new(code, m))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn batch_requests_round_trip(
+                symbols in proptest::collection::vec(".{0,24}", 0..=MAX_BATCH_SYMBOLS),
+                request_id in proptest::option::of("[ -~]{0,40}"),
+                deadline_ms in any::<u64>(),
+            ) {
+                let req = BatchQuoteRequest { v: BATCH_CONTRACT_VERSION, symbols, request_id, deadline_ms };
+                let json = serde_json::to_vec(&req).unwrap();
+                prop_assert_eq!(serde_json::from_slice::<BatchQuoteRequest>(&json).unwrap(), req);
+            }
+
+            #[test]
+            fn batch_replies_read_back_as_sent(
+                results in proptest::collection::vec(result(), 0..=MAX_BATCH_SYMBOLS),
+            ) {
+                let reply = BatchQuoteReply::ok(results.iter().cloned().map(Into::into).collect());
+                let json = serde_json::to_vec(&reply).unwrap();
+                prop_assert_eq!(
+                    read_batch_reply(&json, results.len()).unwrap(),
+                    BatchReplyRead::Results(results)
+                );
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_reader(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = read_batch_reply(&bytes, 3);
+            }
+        }
     }
 }

@@ -14,7 +14,9 @@ pub mod telemetry;
 pub mod test_support;
 
 pub use contract::{
-    CONTRACT_VERSION, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, QuoteResult,
+    BATCH_CONTRACT_VERSION, BatchQuoteReply, BatchQuoteRequest, BatchReplyRead, BatchResult,
+    CONTRACT_VERSION, ErrorCode, MAX_BATCH_SYMBOLS, Quote, QuoteError, QuoteReply, QuoteRequest,
+    QuoteResult, read_batch_reply,
 };
 pub use symbol::{Symbol, SymbolError};
 

@@ -24,6 +24,7 @@ pub mod faults;
 pub mod ledger;
 pub mod load;
 pub mod log_capture;
+pub mod old_worker;
 pub mod processes;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -383,6 +384,17 @@ impl TestApp {
     pub async fn stock(&self, token: &str, q: &str) -> Response {
         self.client
             .get(self.url("/api/v1/stock"))
+            .query(&[("q", q)])
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/quotes?q=…` (`q` URL-encoded here).
+    pub async fn quotes(&self, token: &str, q: &str) -> Response {
+        self.client
+            .get(self.url("/api/v1/quotes"))
             .query(&[("q", q)])
             .bearer_auth(token)
             .send()

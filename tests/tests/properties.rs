@@ -107,6 +107,40 @@ fn arbitrary_q_values_never_get_a_5xx() {
     rt.block_on(assert_healthy(&app, &token));
 }
 
+#[test]
+fn arbitrary_symbol_lists_never_get_a_5xx() {
+    let rt = runtime();
+    let Some((app, token)) = rt.block_on(app(Backend::Sqlite)) else {
+        return;
+    };
+    let entry = prop_oneof![
+        "[a-zA-Z0-9.^_=-]{0,24}".prop_map(|s| percent_encode(s.as_bytes())),
+        any::<String>().prop_map(|s| percent_encode(s.as_bytes())),
+        "[ -~]{0,8}",
+    ];
+    let strategy = prop_oneof![
+        // Lists around the 50-entry limit, of symbols good and bad.
+        proptest::collection::vec(entry, 0..60).prop_map(|entries| entries.join(",")),
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| percent_encode(&b)),
+    ];
+    runner()
+        .run(&strategy, |q| {
+            rt.block_on(async {
+                let response = app
+                    .client
+                    .get(format!("{}?q={q}", app.url("/api/v1/quotes")))
+                    .bearer_auth(&token)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("q={q}: {e}")))?;
+                check(response, &format!("q={q}")).await.map(|_| ())
+            })
+        })
+        .unwrap();
+    rt.block_on(assert_healthy(&app, &token));
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),

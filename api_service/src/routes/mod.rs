@@ -7,6 +7,7 @@ mod history;
 mod history_csv;
 mod login;
 mod logout;
+mod quotes;
 mod session;
 mod stats;
 mod stock;
@@ -51,6 +52,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout::logout))
         .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
+        .routes(routes!(quotes::quotes))
         .routes(routes!(history::history))
         .routes(routes!(history_csv::history_csv))
         .routes(routes!(users::list, users::create))

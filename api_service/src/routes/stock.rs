@@ -81,6 +81,23 @@ pub struct StockResponse {
     local_time: NaiveTime,
 }
 
+impl From<shared::Quote> for StockResponse {
+    fn from(quote: shared::Quote) -> Self {
+        Self {
+            symbol: quote.symbol,
+            company_name: quote.name,
+            quote: quote.close,
+            open: quote.open,
+            high: quote.high,
+            low: quote.low,
+            volume: quote.volume,
+            time: quote.time,
+            local_date: quote.local_date,
+            local_time: quote.local_time,
+        }
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/stock",
@@ -156,18 +173,7 @@ pub async fn stock(
     )
     .await?;
 
-    Ok(Json(StockResponse {
-        symbol: quote.symbol,
-        company_name: quote.name,
-        quote: quote.close,
-        open: quote.open,
-        high: quote.high,
-        low: quote.low,
-        volume: quote.volume,
-        time: quote.time,
-        local_date: quote.local_date,
-        local_time: quote.local_time,
-    }))
+    Ok(Json(StockResponse::from(quote)))
 }
 
 #[instrument(skip_all, fields(user_id = user_id))]

@@ -1,8 +1,13 @@
-//! Group commit for `record_quote`: callers enqueue their row and wait; one background writer
-//! takes everything queued (up to a cap), writes it in ONE transaction with the counter
-//! increments aggregated per symbol, commits, and only then acknowledges each caller. So "Ok
-//! means committed" still holds, but a hot symbol's counter row is locked once per batch
-//! instead of once per request, and one commit (one WAL flush) serves many requests.
+//! Group commit for `record_quote` and `record_quotes`: callers enqueue their rows and wait;
+//! one background writer takes everything queued (up to a cap), writes it in ONE transaction
+//! with the counter increments aggregated per symbol, commits, and only then acknowledges
+//! each caller. So "Ok means committed" still holds, but a hot symbol's counter row is locked
+//! once per batch instead of once per request, and one commit (one WAL flush) serves many
+//! requests.
+//!
+//! A caller's rows (one `/api/v1/quotes` answer: up to 50) are one job and are never split:
+//! they commit in the same transaction or fail together, also when a failed batch is redone
+//! job by job.
 //!
 //! With no load a batch is a single row: there is no linger timer, so latency never waits
 //! for company.
@@ -24,13 +29,15 @@ pub(super) trait BatchWriter: Send + Sync + 'static {
 
 struct Job {
     user_id: i64,
-    entry: NewHistoryEntry,
+    /// Committed together or not at all.
+    entries: Vec<NewHistoryEntry>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// Largest batch one transaction takes; bounds transaction size and statement parameters.
+/// Most rows one transaction takes (a larger single job is written alone); bounds
+/// transaction size and statement parameters.
 pub(super) const MAX_BATCH: usize = 512;
-/// Queue depth before `submit` waits (backpressure instead of unbounded memory).
+/// Queue depth, in jobs, before `submit` waits (backpressure instead of unbounded memory).
 const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 
 pub(super) struct GroupCommit {
@@ -69,13 +76,17 @@ impl GroupCommit {
         }
     }
 
-    /// Resolves once the row is committed (or failed). If the caller stops waiting, the row is
-    /// still written: the request was already served.
+    /// Resolves once the rows are committed, all in one transaction (or failed, all of them).
+    /// If the caller stops waiting, the rows are still written: the request was already
+    /// served. No rows: nothing to wait for.
     pub(super) async fn submit(
         &self,
         user_id: i64,
-        entry: NewHistoryEntry,
+        entries: Vec<NewHistoryEntry>,
     ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let sender = self
             .sender
             .read()
@@ -86,7 +97,7 @@ impl GroupCommit {
         sender
             .send(Job {
                 user_id,
-                entry,
+                entries,
                 done,
             })
             .await
@@ -112,14 +123,38 @@ impl GroupCommit {
 
 async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>, tally: Arc<Tally>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // A job that did not fit the previous batch: it opens the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match receiver.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut rows = first.entries.len();
+        batch.push(first);
+        while rows < MAX_BATCH {
+            let Ok(job) = receiver.try_recv() else { break };
+            if rows + job.entries.len() > MAX_BATCH {
+                carried = Some(job);
+                break;
+            }
+            rows += job.entries.len();
+            batch.push(job);
+        }
         tally.batches.fetch_add(1, Ordering::Relaxed);
-        tally.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tally.rows.fetch_add(rows as u64, Ordering::Relaxed);
         if let Some(outage) = commit(&writer, &mut batch).await {
             // Rows that queued while this batch waited out the pool's acquire timeout would
             // each wait it out once more behind it (a request stuck for twice the timeout or
             // longer). The database is down: fail them now with the same error.
-            while let Ok(job) = receiver.try_recv() {
+            for job in carried
+                .take()
+                .into_iter()
+                .chain(std::iter::from_fn(|| receiver.try_recv().ok()))
+            {
                 let _ = job.done.send(Err(errors::replicate(&outage)));
             }
         }
@@ -129,8 +164,10 @@ async fn run<W: BatchWriter>(writer: W, mut receiver: mpsc::Receiver<Job>, tally
 /// Writes one batch and answers its callers; returns the error when the database was
 /// unavailable.
 async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) -> Option<StoreError> {
-    let rows: Vec<(i64, &NewHistoryEntry)> =
-        batch.iter().map(|job| (job.user_id, &job.entry)).collect();
+    let rows: Vec<(i64, &NewHistoryEntry)> = batch
+        .iter()
+        .flat_map(|job| job.entries.iter().map(move |entry| (job.user_id, entry)))
+        .collect();
     let result = writer.write_batch(&rows).await;
     drop(rows);
     match result {
@@ -143,18 +180,24 @@ async fn commit<W: BatchWriter>(writer: &W, batch: &mut Vec<Job>) -> Option<Stor
         // An outage fails everyone alike; retrying row by row would only wait out the pool
         // timeout once per row.
         Err(err) if batch.len() == 1 || err.is_unavailable() => {
-            tracing::warn!(error = %err, rows = batch.len(), "group commit failed");
+            tracing::warn!(error = %err, jobs = batch.len(), "group commit failed");
             for job in batch.drain(..) {
                 let _ = job.done.send(Err(errors::replicate(&err)));
             }
             err.is_unavailable().then_some(err)
         }
         // One bad row (e.g. its user was deleted meanwhile) must not fail its neighbours:
-        // redo each row alone so every caller gets its own answer.
+        // redo each caller's rows alone so every caller gets its own answer.
         Err(err) => {
-            tracing::warn!(error = %err, rows = batch.len(), "group commit failed; retrying rows one by one");
+            tracing::warn!(error = %err, jobs = batch.len(), "group commit failed; retrying caller by caller");
             for job in batch.drain(..) {
-                let result = writer.write_batch(&[(job.user_id, &job.entry)]).await;
+                let rows: Vec<(i64, &NewHistoryEntry)> = job
+                    .entries
+                    .iter()
+                    .map(|entry| (job.user_id, entry))
+                    .collect();
+                let result = writer.write_batch(&rows).await;
+                drop(rows);
                 let _ = job.done.send(result);
             }
             None
@@ -208,7 +251,7 @@ mod tests {
         }));
         let first = tokio::spawn({
             let commits = commits.clone();
-            async move { commits.submit(1, entry()).await }
+            async move { commits.submit(1, vec![entry()]).await }
         });
         // Let the writer take the first row, then queue more behind it.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -216,7 +259,7 @@ mod tests {
         let queued: Vec<_> = (0..3)
             .map(|i| {
                 let commits = commits.clone();
-                tokio::spawn(async move { commits.submit(i, entry()).await })
+                tokio::spawn(async move { commits.submit(i, vec![entry()]).await })
             })
             .collect();
 
@@ -255,7 +298,7 @@ mod tests {
         let rows: Vec<_> = (0..5)
             .map(|i| {
                 let commits = commits.clone();
-                tokio::spawn(async move { commits.submit(i, entry()).await })
+                tokio::spawn(async move { commits.submit(i, vec![entry()]).await })
             })
             .collect();
         for row in rows {
@@ -265,5 +308,68 @@ mod tests {
         let stats = commits.stats();
         assert_eq!(stats.rows, 5);
         assert!((1..=5).contains(&stats.batches), "{stats:?}");
+    }
+
+    /// Remembers each transaction's rows as (user id, symbol).
+    #[derive(Default)]
+    struct Recording {
+        batches: std::sync::Mutex<Vec<Vec<(i64, String)>>>,
+    }
+
+    #[async_trait]
+    impl BatchWriter for Arc<Recording> {
+        async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+            let rows = rows.iter().map(|(u, e)| (*u, e.symbol.clone())).collect();
+            self.batches.lock().unwrap().push(rows);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_callers_rows_are_never_split_and_transactions_stay_bounded() {
+        let recording = Arc::new(Recording::default());
+        let commits = Arc::new(GroupCommit::spawn(recording.clone()));
+
+        // 40 callers of 50 rows: 2,000 rows, more than three transactions' worth.
+        let callers: Vec<_> = (0..40)
+            .map(|caller| {
+                let commits = commits.clone();
+                tokio::spawn(async move { commits.submit(caller, vec![entry(); 50]).await })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap().unwrap();
+        }
+
+        let batches = recording.batches.lock().unwrap();
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 2_000);
+        for caller in 0..40 {
+            let holding: Vec<usize> = batches
+                .iter()
+                .map(|b| b.iter().filter(|(u, _)| *u == caller).count())
+                .filter(|n| *n > 0)
+                .collect();
+            assert_eq!(
+                holding,
+                vec![50],
+                "caller {caller}'s rows in one transaction"
+            );
+        }
+        assert!(
+            batches.iter().all(|b| b.len() <= MAX_BATCH),
+            "{:?}",
+            batches.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn submitting_no_rows_commits_nothing() {
+        let recording = Arc::new(Recording::default());
+        let commits = GroupCommit::spawn(recording.clone());
+
+        commits.submit(1, Vec::new()).await.unwrap();
+
+        assert!(recording.batches.lock().unwrap().is_empty());
+        assert_eq!(commits.stats(), WriteStats::default());
     }
 }

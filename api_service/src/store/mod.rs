@@ -235,6 +235,14 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts the history row and bumps the symbol's counter in ONE transaction; when this
     /// returns Ok the row is committed (a 200 from /stock relies on it).
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError>;
+    /// Inserts every row and bumps each symbol's counter in ONE transaction: all committed
+    /// when this returns Ok, none when it fails (a 200 from /quotes relies on it). Rows are
+    /// given positions in order, so the last is the newest in the history. No rows: a no-op.
+    async fn record_quotes(
+        &self,
+        user_id: i64,
+        entries: Vec<NewHistoryEntry>,
+    ) -> Result<(), StoreError>;
     /// The user's entries newest first, with `id < before` when a cursor is given, and only
     /// those of `symbol` (compared case-insensitively) when one is given.
     async fn history_page(

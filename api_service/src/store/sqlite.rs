@@ -359,7 +359,16 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id))]
     async fn record_quote(&self, user_id: i64, entry: NewHistoryEntry) -> Result<(), StoreError> {
-        self.commits.submit(user_id, entry).await
+        self.commits.submit(user_id, vec![entry]).await
+    }
+
+    #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, rows = entries.len()))]
+    async fn record_quotes(
+        &self,
+        user_id: i64,
+        entries: Vec<NewHistoryEntry>,
+    ) -> Result<(), StoreError> {
+        self.commits.submit(user_id, entries).await
     }
 
     #[instrument(skip_all, fields(backend = "sqlite", user_id = user_id, symbol = ?symbol, before = ?before, limit = limit))]

@@ -38,13 +38,14 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use shared::{ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
+use shared::{BatchQuoteRequest, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use super::{QuoteTransport, TransportError};
+use super::batch::{self, OldWorkerNotice};
+use super::{QuoteTransport, SymbolResult, TransportError};
 
 /// RabbitMQ's pseudo-queue for direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -63,6 +64,9 @@ pub struct AmqpConfig {
 }
 
 type Reply = Result<Quote, TransportError>;
+
+/// A reply's raw body, read by the caller that knows which version it asked in.
+type RawReply = Result<Vec<u8>, TransportError>;
 
 /// The live connection and its RPC channel; replaced wholesale on reconnect.
 struct Link {
@@ -86,13 +90,14 @@ struct Shared {
     /// connection failure so an operator sees which address was tried.
     broker: String,
     link: RwLock<Option<Arc<Link>>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<RawReply>>>,
     consumers: AtomicU32,
     /// Polls that updated the queue state (lets tests wait for the next one, not sleep).
     polls: AtomicU64,
     queue_state: Mutex<QueueState>,
     last_error: Mutex<String>,
     shutdown: CancellationToken,
+    old_worker: OldWorkerNotice,
 }
 
 pub struct AmqpTransport {
@@ -119,6 +124,7 @@ impl AmqpTransport {
             queue_state: Mutex::new(QueueState::Unknown),
             last_error: Mutex::new("not connected yet".into()),
             shutdown: CancellationToken::new(),
+            old_worker: OldWorkerNotice::default(),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let supervisor = tokio::spawn(supervise(Arc::clone(&shared), first_tx));
@@ -242,22 +248,7 @@ impl Shared {
             );
             return;
         };
-        let reply = match serde_json::from_slice::<QuoteReply>(&delivery.data) {
-            Ok(reply) => {
-                if reply.v != shared::CONTRACT_VERSION {
-                    tracing::warn!(v = reply.v, "reply with a different contract version");
-                }
-                reply.into_result().map_err(TransportError::Quote)
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "malformed reply from the quote service");
-                Err(TransportError::Quote(QuoteError::new(
-                    ErrorCode::Internal,
-                    "malformed reply from the quote service",
-                )))
-            }
-        };
-        let _ = tx.send(reply);
+        let _ = tx.send(Ok(delivery.data));
     }
 }
 
@@ -471,10 +462,10 @@ async fn watch(
     }
 }
 
-#[async_trait]
-impl QuoteTransport for AmqpTransport {
-    #[instrument(skip_all, fields(symbol = %symbol, request_id, correlation_id))]
-    async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Reply {
+impl AmqpTransport {
+    /// Publishes one request body and waits for its reply's raw body (or why none can come).
+    /// Records the correlation id on the caller's span.
+    async fn call(&self, body: &[u8], request_id: &str) -> RawReply {
         let shared = &*self.shared;
         if let Some(reason) = shared.refusal() {
             return Err(TransportError::Unavailable(reason));
@@ -490,10 +481,6 @@ impl QuoteTransport for AmqpTransport {
         tracing::Span::current().record("request_id", request_id);
         tracing::Span::current().record("correlation_id", correlation_id.as_str());
 
-        let request = QuoteRequest::new(symbol.as_str(), Some(request_id.to_owned()), timeout);
-        let body = serde_json::to_vec(&request).map_err(|err| {
-            TransportError::Quote(QuoteError::new(ErrorCode::Internal, err.to_string()))
-        })?;
         let mut headers = FieldTable::default();
         headers.insert(
             shared::REQUEST_ID_HEADER.into(),
@@ -524,7 +511,7 @@ impl QuoteTransport for AmqpTransport {
                     mandatory: true,
                     immediate: false,
                 },
-                &body,
+                body,
                 properties,
             )
             .await
@@ -568,6 +555,54 @@ impl QuoteTransport for AmqpTransport {
                 _ = &mut sleep => return Err(TransportError::Timeout),
             }
         }
+    }
+}
+
+/// The request body as JSON; serialising our own types cannot fail, but if it did it is ours.
+fn encode<T: serde::Serialize>(request: &T) -> Result<Vec<u8>, TransportError> {
+    serde_json::to_vec(request)
+        .map_err(|err| TransportError::Quote(QuoteError::new(ErrorCode::Internal, err.to_string())))
+}
+
+#[async_trait]
+impl QuoteTransport for AmqpTransport {
+    #[instrument(skip_all, fields(symbol = %symbol, request_id, correlation_id))]
+    async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Reply {
+        let timeout = self.shared.config.rpc_timeout;
+        let request = QuoteRequest::new(symbol.as_str(), Some(request_id.to_owned()), timeout);
+        let reply = self.call(&encode(&request)?, request_id).await?;
+        match serde_json::from_slice::<QuoteReply>(&reply) {
+            Ok(reply) => {
+                if reply.v != shared::CONTRACT_VERSION {
+                    tracing::warn!(v = reply.v, "reply with a different contract version");
+                }
+                reply.into_result().map_err(TransportError::Quote)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "malformed reply from the quote service");
+                Err(TransportError::Quote(QuoteError::new(
+                    ErrorCode::Internal,
+                    "malformed reply from the quote service",
+                )))
+            }
+        }
+    }
+
+    /// One v2 request for the whole batch; an old worker's refusal falls back to v1.
+    #[instrument(skip_all, fields(symbols = symbols.len(), request_id, correlation_id))]
+    async fn get_quotes(
+        &self,
+        symbols: &[Symbol],
+        request_id: &str,
+    ) -> Result<Vec<SymbolResult>, TransportError> {
+        let timeout = self.shared.config.rpc_timeout;
+        let request = BatchQuoteRequest::new(
+            symbols.iter().map(Symbol::as_str),
+            Some(request_id.to_owned()),
+            timeout,
+        );
+        let reply = self.call(&encode(&request)?, request_id).await?;
+        batch::settle(self, &self.shared.old_worker, &reply, symbols, request_id).await
     }
 
     fn is_ready(&self) -> bool {

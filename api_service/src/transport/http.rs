@@ -1,8 +1,11 @@
 //! Quote RPC over plain HTTP: the fallback when no broker is available.
 //!
 //! Same contract as AMQP: the quote service answers `GET /api/v1/quote?symbol=…` with a
-//! `shared::QuoteReply` body for 200/400/404/502/504, and gets our request id and deadline
-//! as headers. Connection refused means nobody is there (fail fast, 503); readiness is the
+//! `shared::QuoteReply` body for 200/400/404/502/504, and a batch, `GET
+//! /api/v1/quotes?symbols=a,b,c`, with a `shared::BatchQuoteReply` (contract v2); it gets our
+//! request id and deadline as headers. A quote service older than v2 has no `/api/v1/quotes`
+//! and answers it with its bare 404 (`{"error":"no such route"}`, not a reply): that is its
+//! "I do not speak v2", and the batch falls back to one `/api/v1/quote` per symbol. Connection refused means nobody is there (fail fast, 503); readiness is the
 //! quote service's own `/readyz`, polled in the background so `is_ready` costs nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +14,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
-use shared::{ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
+use shared::{BatchQuoteRequest, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use super::{QuoteTransport, TransportError};
+use super::batch::{self, OldWorkerNotice};
+use super::{QuoteTransport, SymbolResult, TransportError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,9 +39,11 @@ struct Readiness {
 pub struct HttpTransport {
     client: reqwest::Client,
     quote_url: String,
+    quotes_url: String,
     rpc_timeout: Duration,
     readiness: Arc<Readiness>,
     stop: CancellationToken,
+    old_worker: OldWorkerNotice,
 }
 
 impl HttpTransport {
@@ -65,9 +71,11 @@ impl HttpTransport {
         Ok(Self {
             client,
             quote_url: format!("{base}/api/v1/quote"),
+            quotes_url: format!("{base}/api/v1/quotes"),
             rpc_timeout: config.rpc_timeout,
             readiness,
             stop,
+            old_worker: OldWorkerNotice::default(),
         })
     }
 }
@@ -156,6 +164,46 @@ impl QuoteTransport for HttpTransport {
                 format!("unexpected answer from the quote service (HTTP {status})"),
             ))),
         }
+    }
+
+    /// One `GET /api/v1/quotes` for the whole batch; an old quote service's 404 (or a v1
+    /// refusal) falls back to one `GET /api/v1/quote` per symbol.
+    #[instrument(skip_all, fields(symbols = symbols.len(), request_id))]
+    async fn get_quotes(
+        &self,
+        symbols: &[Symbol],
+        request_id: &str,
+    ) -> Result<Vec<SymbolResult>, TransportError> {
+        tracing::Span::current().record("request_id", request_id);
+        let request =
+            BatchQuoteRequest::new(symbols.iter().map(Symbol::as_str), None, self.rpc_timeout);
+        let response = self
+            .client
+            .get(&self.quotes_url)
+            .query(&[("symbols", request.symbols.join(","))])
+            .header(shared::REQUEST_ID_HEADER, request_id)
+            .header(shared::DEADLINE_HEADER, request.deadline_ms.to_string())
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(classify)?;
+        if shared::read_batch_reply(&body, symbols.len()).is_err() {
+            if status == StatusCode::NOT_FOUND {
+                self.old_worker
+                    .note("the quote service has no /api/v1/quotes (HTTP 404)");
+                return batch::one_by_one(self, symbols, request_id).await;
+            }
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                return Err(TransportError::Unavailable(
+                    "the quote service is not ready (503)".into(),
+                ));
+            }
+            return Err(batch::malformed(&format!(
+                "unexpected answer to a batch (HTTP {status})"
+            )));
+        }
+        batch::settle(self, &self.old_worker, &body, symbols, request_id).await
     }
 
     fn is_ready(&self) -> bool {

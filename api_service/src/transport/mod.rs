@@ -5,6 +5,7 @@
 //! [`SingleFlight`] sits in front of either so a burst of identical requests costs one RPC.
 
 mod amqp;
+mod batch;
 mod http;
 mod single_flight;
 
@@ -47,10 +48,27 @@ impl TransportError {
     }
 }
 
+/// One symbol's outcome within a batch.
+pub type SymbolResult = Result<Quote, TransportError>;
+
 #[async_trait]
 pub trait QuoteTransport: Send + Sync + 'static {
     /// One quote; `request_id` travels with the request for log correlation.
     async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Result<Quote, TransportError>;
+
+    /// Quotes for several distinct symbols: one result per symbol, in order. `Err` when the
+    /// call as a whole failed (nobody to answer, no reply in time), so no symbol has one.
+    ///
+    /// The wire transports send one contract-v2 request per call (falling back to concurrent
+    /// v1 requests when the worker is older); this default asks one symbol at a time,
+    /// concurrently, for transports that have nothing better.
+    async fn get_quotes(
+        &self,
+        symbols: &[Symbol],
+        request_id: &str,
+    ) -> Result<Vec<SymbolResult>, TransportError> {
+        batch::one_by_one(self, symbols, request_id).await
+    }
 
     /// Whether a request sent now could be answered (connected and someone is consuming).
     /// Cheap: backed by state refreshed in the background.

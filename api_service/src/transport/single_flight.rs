@@ -202,6 +202,17 @@ impl QuoteTransport for SingleFlight {
         result.await
     }
 
+    /// Passed straight to the transport: a batch is one RPC of its own, neither joining
+    /// single-symbol flights nor offering itself for them to join (a batch's symbols are
+    /// fetched together by the worker; splitting it over flights would cost more RPCs).
+    async fn get_quotes(
+        &self,
+        symbols: &[Symbol],
+        request_id: &str,
+    ) -> Result<Vec<super::SymbolResult>, TransportError> {
+        self.inner.get_quotes(symbols, request_id).await
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
     }

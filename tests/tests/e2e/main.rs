@@ -5,6 +5,7 @@
 mod auth;
 mod history;
 mod instances;
+mod quotes;
 mod stats;
 mod stock;
 mod tokens;
