@@ -17,6 +17,8 @@ pub struct AppState {
     pub users: Arc<UserCache>,
     pub login_throttle: Arc<LoginThrottle>,
     pub metrics: Arc<Metrics>,
+    /// Live-quote streams: the hub, the caps and the feed (see `stream`).
+    pub streams: Arc<crate::stream::Streams>,
     /// `/stats` reads shared among concurrent admins (see `fresh_read`).
     pub top_stocks: Arc<FreshRead<Vec<StockCount>, StoreError>>,
 }

@@ -47,6 +47,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(login::login))
         .routes(routes!(logout::logout))
         .routes(routes!(stock::stock))
+        .routes(routes!(crate::stream::route::stream))
         .routes(routes!(history::history))
         .routes(routes!(users::create))
         .routes(routes!(users::update, users::delete))
