@@ -7,5 +7,6 @@ mod history;
 mod instances;
 mod stats;
 mod stock;
+mod stream;
 mod tokens;
 mod transport;
