@@ -360,3 +360,109 @@ async fn over_the_http_transport_the_api_polls_with_the_same_contract() {
     assert_ne!(change.close(), before);
     assert!(stream.events_within(REFRESH * 3).await.is_empty());
 }
+
+/// Says, as an API instance called `instance` would, that it watches `symbols` for `ttl`.
+async fn announce(app: &TestApp, instance: &str, symbols: &[&str], ttl: Duration) {
+    use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+    use lapin::types::FieldTable;
+    let names = shared::live::LiveNames::for_queue(&app.queue);
+    let connection =
+        lapin::Connection::connect(tests::AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            names.interest_exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let interest = shared::live::Interest {
+        v: shared::live::LIVE_VERSION,
+        instance: instance.into(),
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        ttl_ms: ttl.as_millis() as u64,
+    };
+    channel
+        .basic_publish(
+            names.interest_exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&interest).unwrap(),
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Upstream fetches of `symbol` during `window`.
+async fn hits_during(app: &TestApp, symbol: &str, window: Duration) -> u64 {
+    let before = app.stooq.symbol_hits(symbol);
+    tokio::time::sleep(window).await;
+    app.stooq.symbol_hits(symbol) - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interest_that_is_not_renewed_expires_and_its_symbols_stop_being_refreshed() {
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let ttl = Duration::from_secs(1);
+    announce(&app, "crashed-instance", &["gone.us"], ttl).await;
+    refreshes_with(&app, 1, 1).await;
+    assert!(app.stooq.symbol_hits("gone.us") >= 1, "watched: refreshed");
+
+    // Never renewed, as after a SIGKILL: once the TTL is over, nobody fetches it any more.
+    tokio::time::sleep(ttl).await;
+    assert_eq!(hits_during(&app, "gone.us", REFRESH * 4).await, 0);
+    assert_eq!(worker(&app).watch.instances(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_refresh_once_per_interval_and_a_survivor_takes_over() {
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let second = QuoteHandle::spawn(app.quote_settings.clone()).await;
+    // Both listening before the (one-shot) interest goes out; an API instance would renew it
+    // every INTEREST_TTL / 3, which reaches a late worker too.
+    while !(second.watch.connected() && worker(&app).watch.connected()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    announce(&app, "api-1", &["both.us"], Duration::from_secs(60)).await;
+    while app.stooq.symbol_hits("both.us") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Ten intervals, two workers: about ten fetches, not twenty.
+    let window = REFRESH * 10;
+    let hits = hits_during(&app, "both.us", window).await;
+    assert!((5..=13).contains(&hits), "{hits} fetches in ten intervals");
+    let (first, other) = (worker(&app).watch.refreshes(), second.watch.refreshes());
+    assert!(
+        first == 0 || other == 0,
+        "one refresher: {first} and {other}"
+    );
+
+    // The refresher stops; the other worker (which knows the watch list) carries on.
+    let mut app = app;
+    if first > 0 {
+        app.stop_quote_service().await;
+        let hits = hits_during(&app, "both.us", window).await;
+        assert!(hits >= 5, "{hits} fetches after the refresher left");
+        assert!(second.watch.refreshes() > 0);
+    } else {
+        second.stop().await;
+        let hits = hits_during(&app, "both.us", window).await;
+        assert!(hits >= 5, "{hits} fetches after the refresher left");
+    }
+}
