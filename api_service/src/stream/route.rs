@@ -85,8 +85,10 @@ pub struct ErrorEvent {
             content_type = "text/event-stream", body = String),
         (status = 400, description = "`q` is missing, empty or has a symbol that breaks the rules", body = ErrorEnvelope),
         (status = 401, response = crate::openapi::Unauthorized),
-        (status = 429, description = "Past STREAM_MAX_PER_USER open streams or STREAM_MAX_SYMBOLS symbols; `Retry-After`", body = ErrorEnvelope,
-            example = json!({"error": {"code": "too_many_requests", "message": "at most 5 open streams per user", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 429, description = "Past STREAM_MAX_PER_USER open streams or STREAM_MAX_SYMBOLS symbols", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying")),
+            example = json!({"error": {"code": "too_many_requests", "message": "at most 5 open streams per user; close one first", "request_id": "0190f6a4-3b9c-7f42-8d8e-2c5b1e9a7d10"}})),
+        (status = 500, response = crate::openapi::Internal),
     )
 )]
 #[instrument(skip_all, fields(request_id = %crate::request_id::current().unwrap_or_default(), user_id = user.id, symbols = tracing::field::Empty))]
