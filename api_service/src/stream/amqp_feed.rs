@@ -83,8 +83,13 @@ async fn session(
     shutdown: &CancellationToken,
     pause: &mut Duration,
 ) -> Result<(), FeedError> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(format!("api_service live {}", config.instance).into());
+    let props = ConnectionProperties::default().with_connection_name(
+        format!(
+            "api_service live {} {}",
+            config.names.live_exchange, config.instance
+        )
+        .into(),
+    );
     let connection = Connection::connect(&config.url, props).await?;
     let channel = connection.create_channel().await?;
     let names = &config.names;

@@ -466,3 +466,44 @@ async fn several_workers_refresh_once_per_interval_and_a_survivor_takes_over() {
         assert!(hits >= 5, "{hits} fetches after the refresher left");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_carry_on_without_duplicates_after_the_live_links_are_cut() {
+    if !tests::rabbitmq_or_skip().await || !tests::faults::broker_controllable() {
+        return;
+    }
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    let mut stream = open(&app, &app.address, &token, "aapl.us").await;
+    let before = first_events(&mut stream, 1).await[0].close();
+    refreshes_with(&app, 1, 1).await;
+
+    // Only this stack's live-quote connections (the worker's watch, the API's feed): their
+    // names carry the queue's name followed by a dot; the RPC links are left alone.
+    let needle = format!("{}.", app.queue);
+    let closed =
+        tokio::task::spawn_blocking(move || tests::faults::close_broker_connections_named(&needle))
+            .await
+            .unwrap();
+    assert_eq!(closed, 2, "the worker's watch and the API's feed");
+    let watch = &worker(&app).watch;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !watch.connected() {
+        assert!(Instant::now() < deadline, "the watch never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    refreshes_with(&app, 1, 2).await;
+
+    app.stooq.advance_prices();
+    let change = stream
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("the change arrives over the new links");
+    assert_ne!(change.close(), before);
+    assert!(
+        stream.events_within(REFRESH * 3).await.is_empty(),
+        "nothing is sent twice"
+    );
+}
