@@ -1,12 +1,11 @@
 //! `GET /api/v1/stream?q=aapl.us,msft.us`: the SSE endpoint.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::Symbol;
 use tokio::sync::mpsc;
@@ -97,7 +96,7 @@ pub async fn stream(
     user: CurrentUser,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<StreamParams>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let streams = Arc::clone(&state.streams);
     let symbols = parse_symbols(params.q.as_deref(), streams.config.max_symbols)?;
     tracing::Span::current().record("symbols", symbols.len());
@@ -131,13 +130,22 @@ pub async fn stream(
     };
     tokio::spawn(run.run().instrument(tracing::Span::current()));
     let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, std::convert::Infallible>(event), rx))
     });
-    Ok(Sse::new(events).keep_alive(
-        KeepAlive::new()
-            .interval(streams.config.heartbeat)
-            .text("heartbeat"),
-    ))
+    let mut response = Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(streams.config.heartbeat)
+                .text("heartbeat"),
+        )
+        .into_response();
+    // Not cut at HTTP_REQUEST_TIMEOUT: its life is bounded by STREAM_MAX_LIFETIME instead.
+    response
+        .extensions_mut()
+        .insert(shared::http_server::LongLived);
+    Ok(response)
 }
 
 /// `q` split on commas, each symbol checked, duplicates folded, sorted (the order event ids

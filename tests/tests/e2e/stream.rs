@@ -507,3 +507,28 @@ async fn streams_carry_on_without_duplicates_after_the_live_links_are_cut() {
         "nothing is sent twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outlives_the_http_request_timeout() {
+    let request_timeout = Duration::from_secs(1);
+    let Some(app) = stack()
+        .api_settings(move |s| s.http_server.request_timeout = request_timeout)
+        .spawn()
+        .await
+    else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    let mut stream = open(&app, &app.address, &token, "aapl.us").await;
+    let before = first_events(&mut stream, 1).await[0].close();
+
+    // Past the request timeout and the delivery grace that would cut any other response.
+    tokio::time::sleep(request_timeout * 3).await;
+    app.stooq.advance_prices();
+    let change = stream
+        .next_event(REFRESH + SLACK)
+        .await
+        .expect("the stream is still open and delivering");
+
+    assert_ne!(change.close(), before);
+}
