@@ -20,6 +20,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod transport;
 pub mod users;
 pub mod web;

@@ -152,6 +152,37 @@ pub struct Settings {
           action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Live quotes (`GET /api/v1/stream`): most streams one user may have open at once on
+    /// this instance; past it, 429.
+    #[arg(long, env = "STREAM_MAX_PER_USER", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stream_max_per_user: u32,
+
+    /// Most distinct symbols in one stream's `q`; past it, 429.
+    #[arg(long, env = "STREAM_MAX_SYMBOLS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub stream_max_symbols: u32,
+
+    /// How often an idle stream sends a heartbeat (an SSE comment line), so proxies keep it.
+    #[arg(long, env = "STREAM_HEARTBEAT", default_value = "15s", value_parser = parse_positive_duration)]
+    pub stream_heartbeat: Duration,
+
+    /// A stream ends after this long; the client reconnects (EventSource does so by itself)
+    /// with `Last-Event-ID`, which re-checks its credentials and misses nothing.
+    #[arg(long, env = "STREAM_MAX_LIFETIME", default_value = "1h", value_parser = parse_positive_duration)]
+    pub stream_max_lifetime: Duration,
+
+    /// Over QUOTE_TRANSPORT=http: how often the quote service is polled for the symbols this
+    /// instance's streams watch. (Over AMQP the quote workers' WATCH_REFRESH decides.)
+    #[arg(long, env = "WATCH_REFRESH", default_value = "15s", value_parser = parse_positive_duration)]
+    pub watch_refresh: Duration,
+
+    /// Over QUOTE_TRANSPORT=amqp: how long the quote workers keep refreshing this instance's
+    /// watched symbols without hearing from it; renewed every third of it. Bounds how long a
+    /// crashed instance leaves refresh load behind (a clean shutdown withdraws at once).
+    #[arg(long, env = "INTEREST_TTL", default_value = "45s", value_parser = parse_positive_duration)]
+    pub interest_ttl: Duration,
+
     /// On SIGTERM/Ctrl-C: how long in-flight requests may still finish before exit.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -193,6 +224,12 @@ impl Settings {
             login_lockout: Duration::from_secs(300),
             cookie_secure: false,
             shutdown_grace: Duration::from_secs(5),
+            stream_max_per_user: 5,
+            stream_max_symbols: 20,
+            stream_heartbeat: Duration::from_secs(15),
+            stream_max_lifetime: Duration::from_secs(3600),
+            watch_refresh: Duration::from_millis(300),
+            interest_ttl: Duration::from_secs(3),
             handle_signals: false,
         };
         match transport {

@@ -64,6 +64,9 @@ impl Application {
             .await
             .context("initialising password hashing")?;
         let login_throttle = Arc::new(login_throttle(&settings, store.as_ref()));
+        let shutdown = CancellationToken::new();
+        let streams =
+            crate::stream::Streams::start(&settings, Arc::clone(&transport), shutdown.clone());
         let state = AppState {
             store,
             transport,
@@ -76,6 +79,7 @@ impl Application {
                 max_age: settings.jwt_ttl,
             },
             metrics: Arc::new(Metrics::new()),
+            streams,
             top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
         };
         let listener = TcpListener::bind(settings.api_addr)
@@ -109,7 +113,7 @@ impl Application {
             internal,
             limits: settings.http_server.clone(),
             state,
-            shutdown: CancellationToken::new(),
+            shutdown,
             grace: settings.shutdown_grace,
             handle_signals: settings.handle_signals,
         })

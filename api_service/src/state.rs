@@ -19,6 +19,8 @@ pub struct AppState {
     /// How `/session` writes the browser's cookie.
     pub session_cookie: SessionCookie,
     pub metrics: Arc<Metrics>,
+    /// Live-quote streams: the hub, the caps and the feed (see `stream`).
+    pub streams: Arc<crate::stream::Streams>,
     /// `/stats` reads shared among concurrent admins (see `fresh_read`).
     pub top_stocks: Arc<FreshRead<Vec<StockCount>, StoreError>>,
 }

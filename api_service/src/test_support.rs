@@ -367,9 +367,21 @@ pub async fn state(
     transport: Arc<dyn QuoteTransport>,
     cache_ttl: Duration,
 ) -> AppState {
+    let stream_settings = crate::settings::Settings::for_tests(
+        "sqlite::memory:",
+        crate::settings::TestTransport::Http {
+            base_url: "http://127.0.0.1:9".into(),
+        },
+    );
+    let streams = crate::stream::Streams::start(
+        &stream_settings,
+        Arc::clone(&transport),
+        tokio_util::sync::CancellationToken::new(),
+    );
     AppState {
         store,
         transport,
+        streams,
         jwt: Arc::new(jwt_keys()),
         hasher: Hasher::new(2).await.unwrap(),
         users: Arc::new(UserCache::new(cache_ttl)),

@@ -699,6 +699,13 @@ async fn real_responses_validate_against_the_documented_schemas() {
         "/api/v1/quotes?q={}",
         vec!["s1"; shared::MAX_BATCH_SYMBOLS + 1].join(",")
     );
+    let too_many_symbols = format!(
+        "/api/v1/stream?q={}",
+        (0..50)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let cases = vec![
         case("get", "/healthz", Auth::None, Body::None, 200),
         case("get", "/readyz", Auth::None, Body::None, 200),
@@ -757,6 +764,17 @@ async fn real_responses_validate_against_the_documented_schemas() {
         case("get", "/api/v1/stock?q=a%2Fb", Auth::Alice, Body::None, 400).code("invalid_symbol"),
         case("get", "/api/v1/stock?q=s5", Auth::None, Body::None, 401).code("unauthorized"),
         case("get", "/api/v1/stock?q=s5", Auth::Garbage, Body::None, 401).code("unauthorized"),
+        case("get", "/api/v1/stream", Auth::Alice, Body::None, 400).code("bad_request"),
+        case(
+            "get",
+            "/api/v1/stream?q=a%2Fb",
+            Auth::Alice,
+            Body::None,
+            400,
+        )
+        .code("invalid_symbol"),
+        case("get", "/api/v1/stream?q=s5", Auth::None, Body::None, 401).code("unauthorized"),
+        case("get", &too_many_symbols, Auth::Alice, Body::None, 429).code("too_many_requests"),
         case(
             "get",
             "/api/v1/stock?q=nosuch.us",
@@ -1115,6 +1133,35 @@ async fn real_responses_validate_against_the_documented_schemas() {
             assert!(headers.contains_key("www-authenticate"), "{target}");
         }
     }
+
+    // 200 from the stream: an event stream, as documented (it never ends, so only its head
+    // and first event are read).
+    let mut stream = app
+        .client
+        .get(format!("{}/api/v1/stream?q=s5", app.base))
+        .bearer_auth(&tokens.alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let content_type = stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let documented = documented_response(&document, "get", "/api/v1/stream", 200).unwrap();
+    assert!(
+        documented["content"].get(&content_type).is_some(),
+        "{content_type}"
+    );
+    let first = stream.chunk().await.unwrap().expect("a first event");
+    assert!(
+        String::from_utf8_lossy(&first).contains("event: quote"),
+        "{first:?}"
+    );
+    drop(stream);
+    seen.entry("get /api/v1/stream".into())
+        .or_default()
+        .insert(200);
 
     // 429: failed logins for one username until it is locked out.
     let mut locked = false;

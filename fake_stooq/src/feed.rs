@@ -191,7 +191,7 @@ fn derived(lower: &str, upper: String) -> Row {
 }
 
 /// A stable hash (std's `DefaultHasher` may change between Rust releases).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -244,13 +244,26 @@ impl Row {
 
 /// The whole body for a request: optional header, then one CRLF-terminated row per symbol.
 pub fn csv_body(symbols: &[String], header: bool, extra_not_found: &[String]) -> String {
+    csv_body_at(symbols, header, extra_not_found, 0, 0)
+}
+
+/// [`csv_body`] with prices as they read at price tick `tick` under `seed` (see
+/// [`crate::moving`]); tick 0 is the static feed.
+pub fn csv_body_at(
+    symbols: &[String],
+    header: bool,
+    extra_not_found: &[String],
+    seed: u64,
+    tick: u64,
+) -> String {
     let mut body = String::new();
     if header {
         body.push_str(HEADER);
         body.push_str("\r\n");
     }
     for symbol in symbols {
-        body.push_str(&row_for(symbol, extra_not_found).to_csv());
+        let row = crate::moving::at_tick(row_for(symbol, extra_not_found), seed, tick);
+        body.push_str(&row.to_csv());
         body.push_str("\r\n");
     }
     body

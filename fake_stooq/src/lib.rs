@@ -16,6 +16,7 @@
 
 pub mod feed;
 mod mode;
+pub mod moving;
 mod server;
 pub mod settings;
 mod state;

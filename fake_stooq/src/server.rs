@@ -52,6 +52,7 @@ pub fn router(state: FakeState) -> Router {
         .route("/fake/reset", post(reset))
         .route("/fake/mode", post(set_mode))
         .route("/fake/latency", post(set_latency))
+        .route("/fake/tick", post(tick))
         .with_state(state)
 }
 
@@ -90,7 +91,14 @@ async fn quotes(
             if q.get("e").map(String::as_str) != Some("csv") {
                 return bad_request("fake_stooq serves only e=csv".into());
             }
-            let body = feed::csv_body(&symbols, q.contains_key("h"), &state.config().not_found);
+            let config = state.config();
+            let body = feed::csv_body_at(
+                &symbols,
+                q.contains_key("h"),
+                &config.not_found,
+                config.seed,
+                state.price_tick(),
+            );
             csv(body)
         }
         Mode::DailyLimit => text(StatusCode::OK, DAILY_LIMIT),
@@ -161,6 +169,11 @@ async fn set_mode(
         Some(Err(_)) => return bad_request("next= must be a whole number".into()),
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /fake/tick`: moves every price one tick on; answers the new tick.
+async fn tick(State(state): State<FakeState>) -> Json<u64> {
+    Json(state.advance_prices())
 }
 
 /// `POST /fake/latency?value=250ms`.
@@ -310,6 +323,11 @@ impl FakeStooq {
 
     pub fn set_latency(&self, latency: Duration) {
         self.state.set_latency(latency);
+    }
+
+    /// Moves every price one tick on (see [`crate::moving`]); returns the new tick.
+    pub fn advance_prices(&self) -> u64 {
+        self.state.advance_prices()
     }
 
     /// Zeroes the counters and restores the configured mode and latency.

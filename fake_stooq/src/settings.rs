@@ -9,7 +9,7 @@ use crate::{FakeConfig, Mode};
 
 /// A fake stooq quote feed (`GET /q/l/`) with failure modes and hit counters
 /// (`GET /fake/stats`, `POST /fake/reset`, `POST /fake/mode?mode=..&next=N`,
-/// `POST /fake/latency?value=250ms`).
+/// `POST /fake/latency?value=250ms`, `POST /fake/tick` to move every price).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "fake_stooq", version)]
 pub struct Settings {
@@ -30,6 +30,15 @@ pub struct Settings {
     /// truncated, status:NNN, drop.
     #[arg(long, env = "FAKE_STOOQ_MODE", default_value = "normal")]
     pub mode: Mode,
+
+    /// Prices move one tick every this long (deterministic, from FAKE_STOOQ_SEED), so
+    /// streams and demos see changes; `0` keeps them still unless `POST /fake/tick` moves them.
+    #[arg(long, env = "FAKE_STOOQ_MOVE_EVERY", default_value = "0", value_parser = shared::config::parse_duration)]
+    pub move_every: Duration,
+
+    /// Seed of the moving prices: the same seed and tick give the same prices.
+    #[arg(long, env = "FAKE_STOOQ_SEED", default_value_t = 0)]
+    pub seed: u64,
 }
 
 impl Settings {
@@ -40,6 +49,8 @@ impl Settings {
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             mode: self.mode,
             not_found: Vec::new(),
+            seed: self.seed,
+            move_every: self.move_every,
         }
     }
 }

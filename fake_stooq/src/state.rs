@@ -24,6 +24,11 @@ pub struct FakeConfig {
     pub mode: Mode,
     /// Extra symbols answered with the `N/D` row (case-insensitive).
     pub not_found: Vec<String>,
+    /// Seed of the moving prices (see [`crate::moving`]).
+    pub seed: u64,
+    /// Prices move one tick every this long; zero: only when asked
+    /// ([`FakeState::advance_prices`], `POST /fake/tick`).
+    pub move_every: Duration,
 }
 
 impl Default for FakeConfig {
@@ -34,6 +39,8 @@ impl Default for FakeConfig {
             api_key: None,
             mode: Mode::Normal,
             not_found: Vec::new(),
+            seed: 0,
+            move_every: Duration::ZERO,
         }
     }
 }
@@ -51,6 +58,8 @@ pub struct Stats {
     pub requests: Vec<Vec<String>>,
     /// The mode requests currently get once any `fail_next` budget is used up.
     pub mode: String,
+    /// The price tick quotes are served at (0: the static feed).
+    pub price_tick: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +81,10 @@ struct Counters {
 #[derive(Debug)]
 struct Inner {
     config: FakeConfig,
+    /// When the fake started: `move_every` ticks count from here.
+    started: std::time::Instant,
+    /// Ticks asked for explicitly, on top of the timed ones.
+    manual_ticks: std::sync::atomic::AtomicU64,
     control: Mutex<Control>,
     counters: Mutex<Counters>,
 }
@@ -105,6 +118,8 @@ impl FakeState {
         Self {
             inner: Arc::new(Inner {
                 config,
+                started: std::time::Instant::now(),
+                manual_ticks: std::sync::atomic::AtomicU64::new(0),
                 control: Mutex::new(control),
                 counters: Mutex::new(Counters::default()),
             }),
@@ -113,6 +128,30 @@ impl FakeState {
 
     pub fn config(&self) -> &FakeConfig {
         &self.inner.config
+    }
+
+    /// The price tick quotes are served at now: explicit advances plus, with `move_every`,
+    /// one per period since start. Never goes back (not even on [`reset`](Self::reset)).
+    pub fn price_tick(&self) -> u64 {
+        let manual = self
+            .inner
+            .manual_ticks
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let every = self.inner.config.move_every;
+        let timed = if every.is_zero() {
+            0
+        } else {
+            (self.inner.started.elapsed().as_nanos() / every.as_nanos()) as u64
+        };
+        manual + timed
+    }
+
+    /// Moves every price one tick on, at once. Returns the new tick.
+    pub fn advance_prices(&self) -> u64 {
+        self.inner
+            .manual_ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.price_tick()
     }
 
     pub fn hits(&self) -> u64 {
@@ -145,6 +184,7 @@ impl FakeState {
             symbol_hits: c.symbol_hits.clone(),
             requests: c.requests.clone(),
             mode,
+            price_tick: self.price_tick(),
         }
     }
 
@@ -230,5 +270,21 @@ mod tests {
                 ..Stats::default()
             }
         );
+    }
+
+    #[test]
+    fn prices_move_only_when_asked_unless_timed() {
+        let state = FakeState::new(FakeConfig::default());
+        assert_eq!(state.price_tick(), 0);
+        assert_eq!(state.advance_prices(), 1);
+        state.reset();
+        assert_eq!(state.price_tick(), 1, "reset does not move prices back");
+
+        let timed = FakeState::new(FakeConfig {
+            move_every: Duration::from_millis(10),
+            ..FakeConfig::default()
+        });
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(timed.price_tick() >= 3);
     }
 }

@@ -240,3 +240,29 @@ async fn wrong_format_is_rejected_loudly() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn prices_move_on_post_fake_tick_and_the_same_seed_repeats_them() {
+    let config = || FakeConfig {
+        seed: 9,
+        ..FakeConfig::default()
+    };
+    let (a, b) = (
+        FakeStooq::start_with(config()).await,
+        FakeStooq::start_with(config()).await,
+    );
+    let still = get(&a, "aapl.us").await.unwrap().1;
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/fake/tick", a.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "1");
+    b.advance_prices();
+
+    let moved = get(&a, "aapl.us").await.unwrap().1;
+    assert_ne!(moved, still);
+    assert_eq!(get(&b, "aapl.us").await.unwrap().1, moved);
+}

@@ -12,6 +12,7 @@ pub mod settings;
 pub mod startup;
 pub mod stooq;
 pub mod upstream;
+pub mod watch;
 
 pub use settings::{Settings, Transport};
 pub use startup::Application;

@@ -155,6 +155,9 @@ pub struct QuoteService {
     shared: Arc<Shared>,
     /// Groups of symbols to fetch: one request's misses travel together (see `collect`).
     queue: mpsc::UnboundedSender<Vec<Queued>>,
+    /// For [`refresh`](Self::refresh), which goes upstream past the cache.
+    client: StooqClient,
+    batch: BatchConfig,
 }
 
 /// How the collector forms batches.
@@ -181,8 +184,76 @@ impl QuoteService {
             window: settings.batch_window,
             upstream_concurrency: settings.upstream_concurrency as usize,
         };
-        tokio::spawn(collect(shared.clone(), rx, client, config));
-        Self { shared, queue }
+        tokio::spawn(collect(shared.clone(), rx, client.clone(), config));
+        Self {
+            shared,
+            queue,
+            client,
+            batch: config,
+        }
+    }
+
+    /// Fetches `symbols` fresh from upstream, whatever the cache holds, in batches of
+    /// `BATCH_SIZE` (at most `UPSTREAM_CONCURRENCY` at once), and stores the answers in the
+    /// cache (waking any request waiting on one of them). This is the watch list's refresh
+    /// (see [`crate::watch`]): a cached quote would hide the change it is looking for.
+    pub async fn refresh(
+        &self,
+        symbols: &[Symbol],
+        deadline: Instant,
+    ) -> Vec<(Symbol, Arc<Answer>)> {
+        use futures::StreamExt;
+        // Owned futures (no borrow of `self` or `symbols`), so the caller's future is `Send`.
+        let chunks: Vec<Vec<Symbol>> = symbols
+            .chunks(self.batch.size.max(1))
+            .map(<[Symbol]>::to_vec)
+            .collect();
+        let concurrency = self.batch.upstream_concurrency.max(1);
+        futures::stream::iter(chunks)
+            .map(|chunk| {
+                let this = self.clone();
+                async move { this.refresh_batch(chunk, deadline).await }
+            })
+            .buffer_unordered(concurrency)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+    }
+
+    async fn refresh_batch(
+        &self,
+        chunk: Vec<Symbol>,
+        deadline: Instant,
+    ) -> Vec<(Symbol, Arc<Answer>)> {
+        let started = Instant::now();
+        let result = self.client.fetch(&chunk, deadline).await;
+        self.shared
+            .metrics
+            .upstream_fetch(chunk.len(), started.elapsed());
+        let answers: Vec<(Symbol, Arc<Answer>)> = match result {
+            Ok(mut rows) => chunk
+                .into_iter()
+                .map(|symbol| {
+                    let result = rows.remove(symbol.as_str()).unwrap_or_else(|| {
+                        Err(QuoteError::new(
+                            ErrorCode::NotFound,
+                            format!("stooq sent no row for symbol {symbol}"),
+                        ))
+                    });
+                    (symbol, Arc::new(Answer::new(result)))
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(code = %error.code, error = %error.message, "watch refresh fetch failed");
+                self.shared.metrics.upstream_error(error.code);
+                let answer = Arc::new(Answer::new(Err(error)));
+                chunk.into_iter().map(|s| (s, answer.clone())).collect()
+            }
+        };
+        for (symbol, answer) in &answers {
+            self.shared.resolve(symbol.clone(), answer.clone());
+        }
+        answers
     }
 
     /// The answer for `symbol`, from the cache, from a fetch already in flight, or from a new

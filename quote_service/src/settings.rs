@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
-use shared::config::parse_duration;
+use shared::config::{parse_duration, parse_positive_duration};
 use shared::http_server::HttpServerSettings;
 
 /// Which transport the worker takes requests from.
@@ -126,6 +126,17 @@ pub struct Settings {
     /// On SIGTERM/Ctrl-C: stop taking requests, then give in-flight ones this long to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Live quotes (QUOTE_TRANSPORT=amqp): how often the symbols that API instances' stream
+    /// subscribers watch are fetched fresh (in upstream batches of BATCH_SIZE) and each
+    /// changed quote published. However many workers run, one of them refreshes.
+    #[arg(long, env = "WATCH_REFRESH", default_value = "15s", value_parser = parse_positive_duration)]
+    pub watch_refresh: Duration,
+
+    /// Most symbols refreshed per WATCH_REFRESH (the watch list's bound; the excess is not
+    /// refreshed, with a warning).
+    #[arg(long, env = "WATCH_MAX_SYMBOLS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub watch_max_symbols: u32,
 }
 
 impl Settings {
@@ -156,6 +167,8 @@ impl Settings {
             worker_concurrency: 64,
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(3),
+            watch_refresh: Duration::from_millis(300),
+            watch_max_symbols: 10_000,
         }
     }
 
@@ -197,6 +210,8 @@ mod tests {
         assert_eq!(s.batch_window, Duration::from_millis(2));
         assert_eq!(s.worker_concurrency, 64);
         assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(s.watch_refresh, Duration::from_secs(15));
+        assert_eq!(s.watch_max_symbols, 10_000);
         assert_eq!(s.http_server, HttpServerSettings::default());
     }
 

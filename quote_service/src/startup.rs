@@ -14,6 +14,7 @@ use crate::quotes::QuoteService;
 use crate::rpc_server::{self, RpcConfig, RpcContext};
 use crate::settings::{Settings, Transport};
 use crate::upstream::StooqClient;
+use crate::watch::{WatchConfig, WatchStats};
 
 /// How often histogram samples are folded into buckets when nobody scrapes `/metrics`.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -24,6 +25,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     shutdown: CancellationToken,
+    watch: WatchStats,
 }
 
 impl Application {
@@ -55,6 +57,7 @@ impl Application {
             port,
             state,
             shutdown: CancellationToken::new(),
+            watch: WatchStats::default(),
         })
     }
 
@@ -85,6 +88,11 @@ impl Application {
         self.state.metrics.clone()
     }
 
+    /// What the live-quote watch is doing (AMQP transport only; all zero over HTTP).
+    pub fn watch_stats(&self) -> WatchStats {
+        self.watch.clone()
+    }
+
     /// Serves until SIGTERM, Ctrl-C or the shutdown token. Then: stop consuming (unstarted
     /// messages return to the queue), let in-flight requests finish within SHUTDOWN_GRACE,
     /// and return.
@@ -94,6 +102,7 @@ impl Application {
             listener,
             state,
             shutdown,
+            watch,
             ..
         } = self;
         let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -111,6 +120,18 @@ impl Application {
                     service: state.service.clone(),
                     metrics: state.metrics.clone(),
                 };
+                tokio::spawn(crate::watch::run(
+                    WatchConfig {
+                        amqp_url: settings.amqp_url.clone(),
+                        names: shared::live::LiveNames::for_queue(&settings.quote_queue),
+                        refresh: settings.watch_refresh,
+                        max_symbols: settings.watch_max_symbols as usize,
+                        fetch_timeout: settings.request_timeout,
+                    },
+                    state.service.clone(),
+                    watch,
+                    shutdown.clone(),
+                ));
                 Some(tokio::spawn(rpc_server::run(
                     config,
                     ctx,

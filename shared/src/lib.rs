@@ -7,6 +7,7 @@ pub mod contract;
 pub mod endpoint;
 pub mod error_chain;
 pub mod http_server;
+pub mod live;
 pub mod pattern;
 pub mod symbol;
 pub mod telemetry;

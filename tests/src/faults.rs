@@ -85,6 +85,25 @@ pub fn close_all_broker_connections() {
     rabbitmqctl(&["close_all_connections", "chaos test"]).expect("close_all_connections");
 }
 
+/// Force-closes only the client connections whose name contains `needle` (so a test can cut
+/// its own services' links while other tests keep theirs); returns how many it closed.
+pub fn close_broker_connections_named(needle: &str) -> usize {
+    // The name a client gives its connection is among its client properties.
+    let listing = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"])
+        .expect("rabbitmqctl list_connections");
+    let mut closed = 0;
+    for line in listing.lines() {
+        let Some((pid, properties)) = line.split_once('\t') else {
+            continue;
+        };
+        if properties.contains(needle) {
+            rabbitmqctl(&["close_connection", pid.trim(), "test cut"]).expect("close_connection");
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// While alive, the RabbitMQ application is stopped (the node stays up, the AMQP listener is
 /// closed: clients are refused at once). [`BrokerOutage::end`] or `Drop` starts it again.
 pub struct BrokerOutage {

@@ -26,6 +26,7 @@ pub mod load;
 pub mod log_capture;
 pub mod old_worker;
 pub mod processes;
+pub mod sse;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Password every helper-created user gets unless a test picks its own.
@@ -240,6 +241,8 @@ impl StackBuilder {
 /// A quote_service running in this process.
 pub struct QuoteHandle {
     pub port: u16,
+    /// What the worker's live-quote watch is doing (refreshes run, symbols watched).
+    pub watch: quote_service::watch::WatchStats,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -251,9 +254,11 @@ impl QuoteHandle {
             .expect("quote_service failed to start");
         let port = app.port();
         let shutdown = app.shutdown_token();
+        let watch = app.watch_stats();
         let task = tokio::spawn(async move { app.run_until_stopped().await });
         Self {
             port,
+            watch,
             shutdown,
             task,
         }

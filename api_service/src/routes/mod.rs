@@ -53,6 +53,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(session::create, session::show, session::delete))
         .routes(routes!(stock::stock))
         .routes(routes!(quotes::quotes))
+        .routes(routes!(crate::stream::route::stream))
         .routes(routes!(history::history))
         .routes(routes!(history_csv::history_csv))
         .routes(routes!(users::list, users::create))

@@ -27,6 +27,10 @@ use super::HttpServerSettings;
 /// or a large body going to a slow reader) before the connection is cut.
 pub(super) const RESPONSE_DELIVERY_GRACE: Duration = Duration::from_secs(1);
 
+/// While a long-lived response streams there is no deadline; the watchdog just looks again
+/// this often (and whenever the phase changes).
+const LONG_LIVED_RECHECK: Duration = Duration::from_secs(3600);
+
 /// Which limit ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expiry {
@@ -42,7 +46,14 @@ enum Phase {
     /// Bytes of a request's header have arrived, the header is not complete yet.
     ReadingHeader { since: Instant },
     /// A request is being served: its body read, its handler run or its response delivered.
-    Busy { since: Instant, requests: usize },
+    /// `long_lived`: its response is a stream marked [`super::LongLived`], delivered for as
+    /// long as its handler keeps it open (the handler bounds it), not cut at the request
+    /// timeout.
+    Busy {
+        since: Instant,
+        requests: usize,
+        long_lived: bool,
+    },
 }
 
 pub(super) struct Activity {
@@ -95,25 +106,56 @@ impl Activity {
     pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
         let phase = self.phase();
         let next = match *phase {
-            Phase::Busy { since, requests } => Phase::Busy {
+            Phase::Busy {
+                since,
+                requests,
+                long_lived,
+            } => Phase::Busy {
                 since,
                 requests: requests + 1,
+                long_lived,
             },
             Phase::Idle { .. } | Phase::ReadingHeader { .. } => Phase::Busy {
                 since: Instant::now(),
                 requests: 1,
+                long_lived: false,
             },
         };
         self.set(phase, next);
         RequestGuard(Arc::clone(self))
     }
 
+    /// The response being delivered is a long-lived stream: the request timeout no longer
+    /// applies to this request.
+    pub(super) fn response_is_long_lived(&self) {
+        let phase = self.phase();
+        if let Phase::Busy {
+            since, requests, ..
+        } = *phase
+        {
+            self.set(
+                phase,
+                Phase::Busy {
+                    since,
+                    requests,
+                    long_lived: true,
+                },
+            );
+        }
+    }
+
     fn request_finished(&self) {
         let phase = self.phase();
         let next = match *phase {
-            Phase::Busy { since, requests } if requests > 1 => Phase::Busy {
+            // Pipelined requests behind a finished stream are timed from now.
+            Phase::Busy {
                 since,
+                requests,
+                long_lived,
+            } if requests > 1 => Phase::Busy {
+                since: if long_lived { Instant::now() } else { since },
                 requests: requests - 1,
+                long_lived: false,
             },
             _ => Phase::Idle {
                 since: Instant::now(),
@@ -126,6 +168,9 @@ impl Activity {
         match *self.phase() {
             Phase::Idle { since } => (since + limits.idle_timeout, Expiry::Idle),
             Phase::ReadingHeader { since } => (since + limits.header_timeout, Expiry::Header),
+            Phase::Busy {
+                long_lived: true, ..
+            } => (Instant::now() + LONG_LIVED_RECHECK, Expiry::Request),
             Phase::Busy { since, .. } => (
                 since + limits.request_timeout + RESPONSE_DELIVERY_GRACE,
                 Expiry::Request,

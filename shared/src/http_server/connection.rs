@@ -34,6 +34,7 @@ pub(super) async fn serve(
         // What `into_make_service_with_connect_info` would add: handlers read the peer.
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
+        let activity = on_request.clone();
         async move {
             let response = match tokio::time::timeout(request_timeout, router.oneshot(request))
                 .await
@@ -45,6 +46,9 @@ pub(super) async fn serve(
                     responses::request_timeout(request_timeout)
                 }
             };
+            if response.extensions().get::<super::LongLived>().is_some() {
+                activity.response_is_long_lived();
+            }
             Ok::<_, Infallible>(response.map(|body| GuardedBody::new(body, guard)))
         }
     });

@@ -34,6 +34,13 @@ pub use settings::{
     HttpServerSettings,
 };
 
+/// Put in a response's extensions by a handler whose body is a long-lived stream (Server-Sent
+/// Events): the request timeout, which otherwise also bounds delivering the body, does not
+/// cut it. The handler must bound the stream's life itself (and end it on shutdown, which
+/// otherwise waits for it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LongLived;
+
 /// Pause after an accept error such as running out of file descriptors, so the loop does not
 /// spin while the condition lasts (as `axum::serve` does).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);

@@ -24,7 +24,8 @@ pub struct HttpServerSettings {
 
     /// Time one request may take from its complete header to its response: reading the body
     /// and handling it. Past it the client gets 408 `request_timeout` and the connection is
-    /// closed; a response still not delivered a second later is cut off.
+    /// closed; a response still not delivered a second later is cut off (except a long-lived
+    /// stream such as the API's live quotes, which bounds its own life).
     #[arg(id = "http_request_timeout", long = "http-request-timeout", env = "HTTP_REQUEST_TIMEOUT",
           default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,

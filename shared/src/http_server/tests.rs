@@ -35,10 +35,32 @@ fn app() -> Router {
             }),
         )
         .route("/echo", post(|body: String| async move { body }))
+        .route("/trickle", get(|| async { trickle(false) }))
+        .route("/trickle-long-lived", get(|| async { trickle(true) }))
         .route(
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         )
+}
+
+/// A body of ten chunks, 200 ms apart (two seconds in all: past the request timeout plus the
+/// delivery grace of the test limits), optionally marked long-lived.
+fn trickle(long_lived: bool) -> axum::response::Response {
+    let chunks = futures::stream::unfold(0, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(format!("chunk{i}\n")),
+            i + 1,
+        ))
+    });
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(chunks));
+    if long_lived {
+        response.extensions_mut().insert(super::LongLived);
+    }
+    response
 }
 
 fn limits(
@@ -257,4 +279,22 @@ async fn shutdown_closes_idle_connections_at_once() {
 
     assert!(stopped);
     assert!(closed_within(&mut client, Duration::from_millis(100)).await);
+}
+
+#[tokio::test]
+async fn a_long_lived_stream_outlasts_the_request_timeout_and_an_unmarked_one_is_cut() {
+    let server = start(limits(10_000, 300, 10_000, 100)).await;
+
+    let mut client = server.connect().await;
+    let response = raw_get(&mut client, "/trickle-long-lived", Duration::from_secs(3)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("chunk9"), "delivered whole: {response}");
+
+    let mut client = server.connect().await;
+    let response = raw_get(&mut client, "/trickle", Duration::from_secs(3)).await;
+    assert!(response.contains("chunk0"), "{response}");
+    assert!(
+        !response.contains("chunk9"),
+        "cut at the request timeout: {response}"
+    );
 }

@@ -10,6 +10,7 @@
 
 mod broker;
 mod postgres;
+mod stream;
 
 use std::time::Duration;
 

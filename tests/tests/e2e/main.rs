@@ -8,5 +8,6 @@ mod instances;
 mod quotes;
 mod stats;
 mod stock;
+mod stream;
 mod tokens;
 mod transport;

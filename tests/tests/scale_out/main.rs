@@ -11,6 +11,7 @@
 mod kills;
 mod shared_state;
 mod sigterm;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ impl Cluster {
             ("CACHE_TTL", "0".to_owned()),
             ("NOT_FOUND_CACHE_TTL", "0".to_owned()),
             ("SHUTDOWN_GRACE", "5s".to_owned()),
+            // Live quotes refresh quickly here, so a test sees many refreshes.
+            ("WATCH_REFRESH", "300ms".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
