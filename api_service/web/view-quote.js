@@ -1,10 +1,12 @@
 // Quote: one symbol in, its latest quote out. The symbol is checked with the API's own rules
 // before anything is sent; recent symbols (per user, in localStorage) are one click away.
+// Below, the live watchlist (watchlist.js), whose stream ends with the view.
 
 import * as api from './api.js';
 import { clear, h, labelled, messages } from './dom.js';
 import { browserZone, formatCount, formatInstant, formatPrice, marketTime } from './format.js';
 import { parseSymbol } from './symbol.js';
+import { watchlist } from './watchlist.js';
 
 const RECENT_MAX = 8;
 
@@ -120,8 +122,12 @@ export function mount(main, { session }) {
     fetchQuote(symbol.input.value);
   });
 
-  main.append(h('h1', {}, 'Quote'), form, ...msg.elements, result, recentSection);
+  const watch = watchlist({ session });
+  main.append(h('h1', {}, 'Quote'), form, ...msg.elements, result, recentSection, watch.element);
   renderRecent();
   symbol.input.focus();
-  return () => { if (controller) controller.abort(); };
+  return () => {
+    if (controller) controller.abort();
+    watch.stop();
+  };
 }

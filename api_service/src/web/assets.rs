@@ -35,6 +35,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     embed!("chart.js", JS),
     embed!("view-signin.js", JS),
     embed!("view-quote.js", JS),
+    embed!("watchlist.js", JS),
     embed!("view-history.js", JS),
     embed!("view-stats.js", JS),
     embed!("view-users.js", JS),
@@ -43,7 +44,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     embed!("favicon.svg", SVG),
 ];
 
-/// The page, with `{{assets}}` standing for the asset directory's URL.
+/// The page, with `{{assets}}` standing for the asset directory's URL and
+/// `{{stream_max_symbols}}` for this instance's `STREAM_MAX_SYMBOLS` (filled per request).
 const PAGE_TEMPLATE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/index.html"));
 
 /// One embedded file.
@@ -98,9 +100,16 @@ pub fn find_asset(name: &str) -> Option<&'static Asset> {
     BUNDLE.assets.iter().find(|asset| asset.name == name)
 }
 
-/// The HTML page with its asset URLs filled in.
+/// The HTML page with its asset URLs filled in (the per-instance values still as `{{…}}`).
 pub fn page_html() -> &'static str {
     &BUNDLE.page
+}
+
+/// The page as served: the watchlist learns the stream's symbol cap from it (a
+/// `<meta name="stream-max-symbols">`), so it never opens a stream the server would refuse
+/// with 429, whatever the operator set.
+pub fn page_for(stream_max_symbols: usize) -> String {
+    page_html().replace("{{stream_max_symbols}}", &stream_max_symbols.to_string())
 }
 
 /// Every embedded asset (tests check each is reachable and listed).

@@ -15,10 +15,11 @@ mod headers;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-pub use assets::{ASSETS_PREFIX, Asset, asset_dir, find_asset, page_html};
+pub use assets::{ASSETS_PREFIX, Asset, asset_dir, find_asset, page_for, page_html};
 pub use headers::{PAGE_POLICY, security_headers};
 
 use crate::error::ApiError;
@@ -41,7 +42,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The app's single HTML page.
-async fn page() -> Response {
+async fn page(State(state): State<AppState>) -> Response {
     (
         [
             (
@@ -54,7 +55,7 @@ async fn page() -> Response {
                 HeaderValue::from_static(PAGE_POLICY),
             ),
         ],
-        page_html(),
+        page_for(state.streams.config.max_symbols),
     )
         .into_response()
 }

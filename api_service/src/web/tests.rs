@@ -97,6 +97,24 @@ async fn the_page_is_html_that_is_never_cached() {
 }
 
 #[tokio::test]
+async fn the_page_names_the_streams_symbol_cap_for_the_watchlist() {
+    let state = state().await;
+    let cap = state.streams.config.max_symbols;
+    let app = routes::router(state);
+
+    let reply = get(&app, "/").await;
+
+    let html = String::from_utf8(reply.body).unwrap();
+    assert!(
+        html.contains(&format!(
+            r#"<meta name="stream-max-symbols" content="{cap}">"#
+        )),
+        "{html}"
+    );
+    assert!(!html.contains("{{"), "a placeholder left unfilled: {html}");
+}
+
+#[tokio::test]
 async fn the_page_carries_the_strict_content_security_policy() {
     let app = app().await;
 

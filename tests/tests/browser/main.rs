@@ -15,6 +15,7 @@ use api_service::store::{NewHistoryEntry, Role};
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use fake_stooq::feed::Row;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tests::{PASSWORD, StackBuilder, TestApp, Transport};
 
 const ADMIN: &str = "boss";
@@ -51,7 +52,11 @@ fn credentials(username: &str) -> Value {
 
 /// What the fake feed answers for `symbol`, as the quote page should show it.
 fn quote(symbol: &str) -> Value {
-    match fake_stooq::feed::row_for(symbol, &[]) {
+    quote_of(fake_stooq::feed::row_for(symbol, &[]))
+}
+
+fn quote_of(row: Row) -> Value {
+    match row {
         Row::Found {
             symbol,
             open,
@@ -264,6 +269,48 @@ async fn an_admin_sees_the_chart_and_creates_promotes_demotes_and_deletes_a_user
         "auto_symbol": "amzn.us",
     });
     browser.run(&app.address, "admin", fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchlist_shows_live_quotes_that_change_as_the_feed_moves() {
+    /// A small cap, so the scenario reaches it; the page must learn it from the server.
+    const CAP: u32 = 3;
+    let Some((browser, app)) = browser_and(tests::stack().api_settings(|s| {
+        s.stream_max_symbols = CAP;
+        // The HTTP transport's stream polls the quote service this often.
+        s.watch_refresh = Duration::from_millis(300);
+    }))
+    .await
+    else {
+        return;
+    };
+    app.create_user(USER, Role::User).await;
+
+    // The scenario moves the feed one price tick (`POST /fake/tick`); each symbol's close
+    // after it is predictable from the feed's seed, and always differs from the static one.
+    let seed = app.stooq.state().config().seed;
+    let watched: Vec<Value> = ["aapl.us", "msft.us"]
+        .into_iter()
+        .map(|symbol| {
+            let mut now = quote(symbol);
+            let moved = quote_of(fake_stooq::moving::at_tick(
+                fake_stooq::feed::row_for(symbol, &[]),
+                seed,
+                1,
+            ));
+            assert_ne!(now["close"], moved["close"], "{symbol} does not move");
+            now["moved_close"] = moved["close"].clone();
+            now
+        })
+        .collect();
+    let fixture = json!({
+        "user": credentials(USER),
+        "watched": watched,
+        "unknown_symbol": "xxxx.us",
+        "cap": CAP,
+        "stooq_url": app.stooq.url(),
+    });
+    browser.run(&app.address, "watchlist", fixture).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
