@@ -248,7 +248,7 @@ export function watchlist({ session }) {
       // 401: api.js has already ended the session, which stops this watchlist.
       if (err.status === 401) return;
       problem = err.status === 429
-        ? `the server allows no more live streams for you right now (${err.serverMessage || 'too many'}); close other tabs showing the watchlist.`
+        ? 'you have as many live streams open as the server allows (other tabs or windows showing the watchlist?).'
         : err.message;
     } finally {
       controller.abort();

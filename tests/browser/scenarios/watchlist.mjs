@@ -1,7 +1,9 @@
 // A person watches two symbols on the quote page and sees their quotes arrive over the live
 // stream; when the feed's prices move, the Last column changes on screen without a click. An
 // unknown symbol shows its error in its own row, the server's symbol cap is enforced and said,
-// a removed symbol goes, and the list is still there after a reload.
+// a removed symbol goes, and the list is still there after a reload and after signing out
+// and in again. The stack allows one stream per user, so every stream the page replaces or
+// leaves must really be closed for the next one to go live.
 import { check } from '../lib/harness.mjs';
 import { showsNumber } from '../lib/text.mjs';
 
@@ -92,6 +94,19 @@ export default async function (t) {
         await t.eventually(`the ${first.symbol} row is back with its quote`,
             async () => showsNumber(await lastCell(first.symbol), first.moved_close));
         check(await table.locator('tbody tr').count() === 1, 'the reloaded watchlist has other rows');
+        await showsLive();
+    });
+
+    await t.step('sign out closes the stream: signed in again, the watchlist goes live at once', async () => {
+        await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+        await t.heading('Sign in').waitFor();
+        check(!(await t.bodyText()).toUpperCase().includes(first.symbol), 'the signed-out page shows the watchlist');
+        await page.getByLabel('Username', { exact: true }).fill(user.username);
+        await page.getByLabel('Password', { exact: true }).fill(user.password);
+        await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+        await t.heading('Quote').waitFor();
+        await t.eventually(`the ${first.symbol} row is back with its quote`,
+            async () => showsNumber(await lastCell(first.symbol), first.moved_close));
         await showsLive();
     });
 }

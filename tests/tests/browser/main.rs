@@ -277,6 +277,9 @@ async fn the_watchlist_shows_live_quotes_that_change_as_the_feed_moves() {
     const CAP: u32 = 3;
     let Some((browser, app)) = browser_and(tests::stack().api_settings(|s| {
         s.stream_max_symbols = CAP;
+        // One stream per user: a stream the page forgets to close (on a list change, a
+        // reload or sign-out) makes the next one 429, and the watchlist never says "Live".
+        s.stream_max_per_user = 1;
         // The HTTP transport's stream polls the quote service this often.
         s.watch_refresh = Duration::from_millis(300);
     }))
