@@ -376,7 +376,7 @@ async fn announce(app: &TestApp, instance: &str, symbols: &[&str], ttl: Duration
             names.interest_exchange.as_str().into(),
             lapin::ExchangeKind::Fanout,
             ExchangeDeclareOptions {
-                durable: true,
+                auto_delete: true,
                 ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),
