@@ -90,6 +90,18 @@ impl Metrics {
                 "quote_transport_ready",
                 "1 when a quote request could be answered now (connected, a worker consuming), else 0"
             );
+            metrics::describe_gauge!(
+                "streams_open",
+                "Live-quote streams (GET /api/v1/stream) open on this instance"
+            );
+            metrics::describe_gauge!(
+                "stream_watched_symbols",
+                "Distinct symbols this instance's streams watch (bound on the live exchange, or polled)"
+            );
+            metrics::describe_gauge!(
+                "stream_feed_connected",
+                "1 when the live-quote feed is up (AMQP: bound and consuming; HTTP: always), else 0"
+            );
             metrics::describe_histogram!(
                 "quote_rpc_duration_seconds",
                 metrics::Unit::Seconds,
@@ -154,6 +166,15 @@ impl Metrics {
     pub fn set_transport_ready(&self, ready: bool) {
         self.record(|| {
             metrics::gauge!("quote_transport_ready").set(if ready { 1.0 } else { 0.0 });
+        });
+    }
+
+    /// Publishes the live-quote streams' state (read at scrape time).
+    pub fn set_stream_stats(&self, open: usize, watched: usize, feed_connected: bool) {
+        self.record(|| {
+            metrics::gauge!("streams_open").set(open as f64);
+            metrics::gauge!("stream_watched_symbols").set(watched as f64);
+            metrics::gauge!("stream_feed_connected").set(if feed_connected { 1.0 } else { 0.0 });
         });
     }
 

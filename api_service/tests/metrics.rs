@@ -28,6 +28,9 @@ const FAMILIES: &[&str] = &[
     "db_pool_max_connections",
     "store_group_commit_batches_total",
     "store_group_commit_rows_total",
+    "streams_open",
+    "stream_watched_symbols",
+    "stream_feed_connected",
 ];
 
 /// The API against an always-ready HTTP stand-in for the quote service.

@@ -15,6 +15,10 @@
 //! - `{queue}.live`, a topic exchange: the refresher publishes each changed quote as a
 //!   [`LiveQuote`] with routing key = the lower-case symbol. API instances bind only the
 //!   symbols their own subscribers watch.
+//!
+//! Both exchanges are auto-delete and not durable: they exist while something is bound to
+//! them, every side declares one right before it binds to or publishes on it, and a restarted
+//! broker or a finished deployment (or test) leaves nothing behind.
 
 use serde::{Deserialize, Serialize};
 

@@ -126,7 +126,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     summary = "Prometheus metrics",
     description = "HTTP requests and latency by route and status, quote RPCs by outcome and \
         latency, coalesced quote requests, quote transport readiness, database pool size, idle \
-        connections and ceiling, group-commit batches and rows.",
+        connections and ceiling, group-commit batches and rows, open live-quote streams, their \
+        watched symbols and whether their feed is up.",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
@@ -141,6 +142,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_transport_ready(state.transport.is_ready());
+    state.metrics.set_stream_stats(
+        state.streams.caps.open_streams(),
+        state.streams.hub.watched().len(),
+        state.streams.feed_connected(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -92,27 +92,6 @@ async fn session(
     );
     let connection = Connection::connect(&config.url, props).await?;
     let channel = connection.create_channel().await?;
-    let names = &config.names;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            names.interest_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            names.live_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
     let queue = channel
         .queue_declare(
             ShortString::from(""),
@@ -208,6 +187,10 @@ impl Links<'_> {
     /// set when it changed or when `renewal` is due and something is watched.
     async fn follow(&mut self, wanted: Vec<Symbol>, renewal: bool) -> Result<(), lapin::Error> {
         let wanted_set: BTreeSet<Symbol> = wanted.iter().cloned().collect();
+        if wanted_set.difference(&self.bound).next().is_some() {
+            self.declare(&self.config.names.live_exchange, ExchangeKind::Topic)
+                .await?;
+        }
         for symbol in wanted_set.difference(&self.bound) {
             self.channel
                 .queue_bind(
@@ -237,7 +220,25 @@ impl Links<'_> {
         Ok(())
     }
 
+    /// The exchanges exist only while bound (auto-delete, not durable: see `shared::live`),
+    /// so each is declared right before it is used.
+    async fn declare(&self, exchange: &str, kind: ExchangeKind) -> Result<(), lapin::Error> {
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                kind,
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+    }
+
     async fn announce(&mut self, symbols: Vec<Symbol>) -> Result<(), lapin::Error> {
+        self.declare(&self.config.names.interest_exchange, ExchangeKind::Fanout)
+            .await?;
         let interest = Interest {
             v: LIVE_VERSION,
             instance: self.config.instance.clone(),

@@ -24,6 +24,10 @@ use crate::transport::QuoteTransport;
 /// newest quotes: nothing older than that queues up).
 const OUTBOX: usize = 16;
 
+/// How often an open stream checks that its user still exists with the same token version
+/// (through the user cache, so at most one database read per user per `USER_CACHE_TTL`).
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
@@ -75,8 +79,9 @@ pub struct ErrorEvent {
         client has been sent: reconnecting with `Last-Event-ID` (as EventSource does by \
         itself) sends only the symbols that changed since, on any instance. Caps per user \
         and instance: STREAM_MAX_PER_USER concurrent streams and STREAM_MAX_SYMBOLS symbols \
-        per stream (429 past either). A stream ends after STREAM_MAX_LIFETIME (reconnect to \
-        re-authenticate) and on shutdown. Nothing is recorded in the history.",
+        per stream (429 past either). A stream ends within seconds when its user is deleted or \
+        their password or role changes, after STREAM_MAX_LIFETIME (reconnect to \
+        re-authenticate), and on shutdown. Nothing is recorded in the history.",
     params(StreamParams),
     security(("bearer" = [])),
     responses(
@@ -114,11 +119,20 @@ pub async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|id| event_id::decode(id, symbols.len()));
+    // The user's token version now: a password or role change (or a forced sign-out) bumps
+    // it, and ends this stream (see `Run::revoked`).
+    let token_version = match state.users.resolve(state.store.as_ref(), user.id).await? {
+        Some(record) => record.token_version,
+        None => return Err(ApiError::invalid_token("the user no longer exists")),
+    };
     let subscription = streams.hub.subscribe(&symbols);
     let request_id = crate::request_id::current().unwrap_or_default();
 
     let (tx, rx) = mpsc::channel(OUTBOX);
     let run = Run {
+        state: state.clone(),
+        user_id: user.id,
+        token_version,
         streams: Arc::clone(&streams),
         transport: Arc::clone(&state.transport),
         symbols,
@@ -182,6 +196,10 @@ fn parse_symbols(q: Option<&str>, max: usize) -> Result<Vec<Symbol>, ApiError> {
 /// is dropped), its lifetime is up or the instance shuts down. Holds its permit and its
 /// subscription until then.
 struct Run {
+    /// For the periodic check that the user may still stream.
+    state: AppState,
+    user_id: i64,
+    token_version: i64,
     streams: Arc<Streams>,
     transport: Arc<dyn QuoteTransport>,
     symbols: Vec<Symbol>,
@@ -198,11 +216,31 @@ impl Run {
         let end = tokio::time::Instant::now() + self.streams.config.max_lifetime;
         let shutdown = self.streams.shutdown.clone();
         let tx = self.tx.clone();
+        let state = self.state.clone();
         tokio::select! {
             _ = tx.closed() => {}
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep_until(end) => tracing::debug!("stream lifetime over"),
+            _ = Self::revoked(&state, self.user_id, self.token_version) => {
+                tracing::info!("user deleted or signed out everywhere; stream ended");
+            }
             _ = self.serve() => {}
+        }
+    }
+
+    /// Resolves once the user is deleted or their token version moves on (a password or role
+    /// change, or a forced sign-out), checked every [`REVOCATION_CHECK`] through the user
+    /// cache. A database that cannot be read ends nothing. (Logging out one token is not
+    /// seen here: that stream ends with its `STREAM_MAX_LIFETIME`.)
+    async fn revoked(state: &AppState, user_id: i64, token_version: i64) {
+        loop {
+            tokio::time::sleep(REVOCATION_CHECK).await;
+            match state.users.resolve(state.store.as_ref(), user_id).await {
+                Ok(None) => return,
+                Ok(Some(record)) if record.token_version != token_version => return,
+                Ok(Some(_)) => {}
+                Err(e) => tracing::debug!(error = %e, "could not re-check the streaming user"),
+            }
         }
     }
 

@@ -70,28 +70,26 @@ pub async fn run(
     }
 }
 
+/// The exchanges live only while something is bound to them (auto-delete, not durable), so
+/// nothing is left on the broker once no instance uses them (e.g. the per-test names of the
+/// test suites); each side declares an exchange right before it binds to or publishes on it.
+fn exchange_options() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
 async fn declare(
     channel: &Channel,
     config: &WatchConfig,
 ) -> Result<(String, String), lapin::Error> {
     let names = &config.names;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
     channel
         .exchange_declare(
             names.interest_exchange.as_str().into(),
             ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            names.live_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
+            exchange_options(),
             FieldTable::default(),
         )
         .await?;
@@ -243,6 +241,16 @@ async fn refresh(
     let changed = refresher.refresh(&symbols).await;
     span.record("changed", changed.len());
     stats.0.refreshes.fetch_add(1, Ordering::Relaxed);
+    if !changed.is_empty() {
+        channel
+            .exchange_declare(
+                config.names.live_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                exchange_options(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     for live in &changed {
         let body = match serde_json::to_vec(live) {
             Ok(body) => body,

@@ -376,7 +376,7 @@ async fn announce(app: &TestApp, instance: &str, symbols: &[&str], ttl: Duration
             names.interest_exchange.as_str().into(),
             lapin::ExchangeKind::Fanout,
             ExchangeDeclareOptions {
-                durable: true,
+                auto_delete: true,
                 ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),
@@ -531,4 +531,46 @@ async fn a_stream_outlives_the_http_request_timeout() {
         .expect("the stream is still open and delivering");
 
     assert_ne!(change.close(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_or_a_deletion_ends_the_users_streams() {
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let admin = app.token_for("root", Role::Admin).await;
+    let alice = app.token_for("alice", Role::User).await;
+    let bob = app.token_for("bob", Role::User).await;
+    let mut alices = open(&app, &app.address, &alice, "aapl.us").await;
+    let mut bobs = open(&app, &app.address, &bob, "aapl.us").await;
+    first_events(&mut alices, 1).await;
+    first_events(&mut bobs, 1).await;
+
+    let changed = app
+        .client
+        .patch(app.url("/api/v1/users/alice"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    let deleted = app
+        .client
+        .delete(app.url("/api/v1/users/bob"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    // The user cache's TTL (2 s) plus the check interval, with slack.
+    for stream in [&mut alices, &mut bobs] {
+        let started = Instant::now();
+        assert!(stream.next_event(Duration::from_secs(8)).await.is_none());
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the stream ended rather than timed out"
+        );
+    }
 }
