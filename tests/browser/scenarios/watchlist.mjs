@@ -50,13 +50,26 @@ export default async function (t) {
         await t.audit('watchlist');
     });
 
-    await t.step('when the feed moves, Last changes on screen by itself', async () => {
+    const tick = async () => {
         const response = await fetch(`${stooqUrl}/fake/tick`, { method: 'POST' });
         check(response.ok, `POST /fake/tick answered ${response.status}`);
+    };
+    /** Waits for the symbol's Last to read `close` and says how the cell was marked then. */
+    const changesTo = (quote, close) => t.eventually(`${quote.symbol}'s Last changes to ${close}`, async () => {
+        const cell = row(quote.symbol).locator('td.last');
+        if (!showsNumber(await cell.innerText(), close)) return false;
+        return await cell.evaluate((td) => ({
+            flashed: td.classList.contains('flash-up') || td.classList.contains('flash-down'),
+            animation: getComputedStyle(td).animationName,
+        }));
+    });
+
+    await t.step('when the feed moves, Last changes on screen by itself, highlighted a moment', async () => {
+        await tick();
         for (const quote of [first, second]) {
-            await t.eventually(`${quote.symbol}'s Last goes from ${quote.close} to ${quote.moved_close}`,
-                async () => showsNumber(await lastCell(quote.symbol), quote.moved_close));
+            const mark = await changesTo(quote, quote.moved_close);
             check(!showsNumber(await lastCell(quote.symbol), quote.close), `${quote.symbol} still shows ${quote.close}`);
+            check(mark.flashed && mark.animation.startsWith('flash-'), `${quote.symbol}'s change was not highlighted: ${JSON.stringify(mark)}`);
         }
         await showsLive();
     });
@@ -108,5 +121,12 @@ export default async function (t) {
         await t.eventually(`the ${first.symbol} row is back with its quote`,
             async () => showsNumber(await lastCell(first.symbol), first.moved_close));
         await showsLive();
+    });
+
+    await t.step('with reduced motion preferred, a change is marked by colour alone', async () => {
+        await page.emulateMedia({ reducedMotion: 'reduce' });
+        await tick();
+        const mark = await changesTo(first, first.moved_again_close);
+        check(mark.flashed && mark.animation === 'none', `under reduced motion the change was marked ${JSON.stringify(mark)}`);
     });
 }

@@ -289,20 +289,24 @@ async fn the_watchlist_shows_live_quotes_that_change_as_the_feed_moves() {
     };
     app.create_user(USER, Role::User).await;
 
-    // The scenario moves the feed one price tick (`POST /fake/tick`); each symbol's close
-    // after it is predictable from the feed's seed, and always differs from the static one.
+    // The scenario moves the feed a price tick at a time (`POST /fake/tick`); each symbol's
+    // close after one or two is predictable from the feed's seed, and differs from the last.
     let seed = app.stooq.state().config().seed;
     let watched: Vec<Value> = ["aapl.us", "msft.us"]
         .into_iter()
         .map(|symbol| {
+            let at = |tick| {
+                quote_of(fake_stooq::moving::at_tick(
+                    fake_stooq::feed::row_for(symbol, &[]),
+                    seed,
+                    tick,
+                ))["close"]
+                    .clone()
+            };
             let mut now = quote(symbol);
-            let moved = quote_of(fake_stooq::moving::at_tick(
-                fake_stooq::feed::row_for(symbol, &[]),
-                seed,
-                1,
-            ));
-            assert_ne!(now["close"], moved["close"], "{symbol} does not move");
-            now["moved_close"] = moved["close"].clone();
+            assert_ne!(now["close"], at(1), "{symbol} does not move");
+            now["moved_close"] = at(1);
+            now["moved_again_close"] = at(2);
             now
         })
         .collect();
