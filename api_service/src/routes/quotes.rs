@@ -173,11 +173,11 @@ fn parse_q(raw: &str) -> Result<Vec<Entry>, ApiError> {
         the request as a whole fails only for a bad `q`, an unreachable quote service, a \
         timeout or the database.",
     params(QuotesParams),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "One result per distinct symbol", body = QuotesResponse,
             example = json!({"results": [
-                {"symbol": "aapl.us", "quote": {"symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05}},
+                {"symbol": "aapl.us", "quote": {"symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05, "open": 182.35, "high": 184.2, "low": 181.9, "volume": 52345678, "time": "2024-05-10T20:00:09Z", "local_date": "2024-05-10", "local_time": "22:00:09"}},
                 {"symbol": "xxxx.us", "error": {"code": "not_found", "message": "stooq has no quote for symbol XXXX.US"}},
                 {"symbol": "a/b", "error": {"code": "invalid_symbol", "message": "symbol contains '/'; only ASCII letters, digits and . ^ - _ are allowed"}}
             ]})),

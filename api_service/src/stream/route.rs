@@ -83,7 +83,7 @@ pub struct ErrorEvent {
         their password or role changes, after STREAM_MAX_LIFETIME (reconnect to \
         re-authenticate), and on shutdown. Nothing is recorded in the history.",
     params(StreamParams),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "An event stream: `event: quote` (data: QuoteEvent) and `event: error` (data: ErrorEvent)",
             content_type = "text/event-stream", body = String),
