@@ -650,7 +650,14 @@ impl BatchWire for AmqpTransport {
             .await?;
         Ok(Box::pin(async move {
             let reply = outstanding.reply().await?;
-            batch::settle(&*self, &self.shared.old_worker, &reply, &symbols, &request_id).await
+            batch::settle(
+                &*self,
+                &self.shared.old_worker,
+                &reply,
+                &symbols,
+                &request_id,
+            )
+            .await
         }))
     }
 }

@@ -92,6 +92,11 @@ impl<T: BatchWire> Batcher<T> {
     pub fn wire(&self) -> &T {
         &self.wire
     }
+
+    /// Calls waiting for the sender task (for tests: to know a burst has queued up).
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
 }
 
 impl<T> Drop for Batcher<T> {
@@ -151,11 +156,7 @@ impl<T: BatchWire> QuoteTransport for Batcher<T> {
     }
 
     async fn shutdown(&self) {
-        let sender = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sender) = sender {
             sender.abort();
         }
@@ -288,5 +289,304 @@ async fn send_loop<T: BatchWire>(wire: Arc<T>, mut waiting: mpsc::Receiver<Waiti
             }
             Err(error) => batch.fail(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{ErrorCode, QuoteError};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    const RPC_TIMEOUT: Duration = Duration::from_secs(1);
+    /// How long the fake worker takes to answer a request once it is published.
+    const REPLY_AFTER: Duration = Duration::from_millis(100);
+
+    /// One request the fake wire put out.
+    #[derive(Debug, Clone)]
+    struct Sent {
+        symbols: Vec<String>,
+        deadline: Instant,
+    }
+
+    /// A wire whose publishes wait at a gate the test opens, and whose worker answers every
+    /// symbol after [`REPLY_AFTER`]: `nosuch.us` with not-found, the rest with a quote whose
+    /// name is the symbol. A request carrying `down.us` fails whole at publish.
+    struct FakeWire {
+        gate: Semaphore,
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl FakeWire {
+        fn open() -> Self {
+            Self {
+                gate: Semaphore::new(Semaphore::MAX_PERMITS),
+                sent: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn closed() -> Self {
+            Self {
+                gate: Semaphore::new(0),
+                sent: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn sent(&self) -> Vec<Sent> {
+            self.sent.lock().unwrap().clone()
+        }
+
+        fn requests(&self) -> Vec<Vec<String>> {
+            self.sent().into_iter().map(|s| s.symbols).collect()
+        }
+    }
+
+    #[async_trait]
+    impl QuoteTransport for FakeWire {
+        async fn get_quote(&self, _: &Symbol, _: &str) -> Result<Quote, TransportError> {
+            unreachable!("the batcher sends through BatchWire::send")
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[async_trait]
+    impl BatchWire for FakeWire {
+        async fn send(
+            self: Arc<Self>,
+            symbols: Vec<Symbol>,
+            _request_id: String,
+            deadline: Instant,
+        ) -> Result<Landing, TransportError> {
+            self.sent.lock().unwrap().push(Sent {
+                symbols: symbols.iter().map(|s| s.as_str().to_owned()).collect(),
+                deadline,
+            });
+            self.gate.acquire().await.unwrap().forget();
+            if symbols.iter().any(|s| s.as_str() == "down.us") {
+                return Err(TransportError::Unavailable("no worker".into()));
+            }
+            Ok(Box::pin(async move {
+                tokio::time::sleep(REPLY_AFTER).await;
+                Ok(symbols.iter().map(answer).collect())
+            }))
+        }
+    }
+
+    fn answer(symbol: &Symbol) -> SymbolResult {
+        if symbol.as_str() == "nosuch.us" {
+            return Err(TransportError::Quote(QuoteError::new(
+                ErrorCode::NotFound,
+                "no such symbol",
+            )));
+        }
+        Ok(Quote {
+            symbol: symbol.as_str().to_uppercase(),
+            name: symbol.as_str().to_owned(),
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: None,
+            time: chrono::Utc::now(),
+            local_date: chrono::NaiveDate::MIN,
+            local_time: chrono::NaiveTime::MIN,
+        })
+    }
+
+    fn batcher(wire: FakeWire) -> Arc<Batcher<FakeWire>> {
+        Arc::new(Batcher::new(wire, RPC_TIMEOUT))
+    }
+
+    fn call(
+        batcher: &Arc<Batcher<FakeWire>>,
+        symbol: &str,
+    ) -> JoinHandle<Result<Quote, TransportError>> {
+        let batcher = Arc::clone(batcher);
+        let symbol = Symbol::parse(symbol).unwrap();
+        tokio::spawn(async move { batcher.get_quote(&symbol, "req").await })
+    }
+
+    /// Holds the wire busy with a lone call, then queues `symbols` behind it: what the
+    /// sender task finds when the publish in progress ends.
+    async fn queue_behind_a_publish(
+        batcher: &Arc<Batcher<FakeWire>>,
+        symbols: &[&str],
+    ) -> Vec<JoinHandle<Result<Quote, TransportError>>> {
+        let first = call(batcher, "first.us");
+        while batcher.wire().sent().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let calls = symbols.iter().map(|s| call(batcher, s)).collect();
+        while batcher.queued() < symbols.len() {
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        calls
+    }
+
+    async fn results(
+        calls: Vec<JoinHandle<Result<Quote, TransportError>>>,
+    ) -> Vec<Result<Quote, TransportError>> {
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_call_goes_out_at_once_and_alone() {
+        let batcher = batcher(FakeWire::open());
+        let started = Instant::now();
+
+        let quote = batcher
+            .get_quote(&Symbol::parse("aapl.us").unwrap(), "req")
+            .await
+            .unwrap();
+
+        assert_eq!(quote.symbol, "AAPL.US");
+        assert_eq!(batcher.wire().requests(), vec![vec!["aapl.us".to_owned()]]);
+        assert_eq!(
+            started.elapsed(),
+            REPLY_AFTER,
+            "no wait added before sending"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_queued_during_a_publish_go_out_together_in_the_next_request() {
+        let batcher = batcher(FakeWire::closed());
+        let calls = queue_behind_a_publish(&batcher, &["a.us", "b.us", "c.us"]).await;
+
+        batcher.wire().gate.add_permits(2);
+        let results = results(calls).await;
+
+        assert_eq!(
+            batcher.wire().requests(),
+            vec![
+                vec!["first.us".to_owned()],
+                vec!["a.us".to_owned(), "b.us".to_owned(), "c.us".to_owned()]
+            ]
+        );
+        let names: Vec<_> = results.into_iter().map(|r| r.unwrap().name).collect();
+        assert_eq!(names, ["a.us", "b.us", "c.us"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_caller_gets_its_own_symbols_result_or_error() {
+        let batcher = batcher(FakeWire::closed());
+        let calls = queue_behind_a_publish(&batcher, &["a.us", "nosuch.us", "b.us"]).await;
+
+        batcher.wire().gate.add_permits(2);
+        let results = results(calls).await;
+
+        assert_eq!(
+            batcher.wire().requests()[1].len(),
+            3,
+            "one request for all three"
+        );
+        assert_eq!(results[0].as_ref().unwrap().name, "a.us");
+        assert!(
+            matches!(&results[1], Err(TransportError::Quote(e)) if e.code == ErrorCode::NotFound)
+        );
+        assert_eq!(results[2].as_ref().unwrap().name, "b.us");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_fails_whole_fails_every_call_in_it_and_no_other() {
+        let batcher = batcher(FakeWire::closed());
+        let calls = queue_behind_a_publish(&batcher, &["a.us", "down.us"]).await;
+
+        batcher.wire().gate.add_permits(3);
+        let results = results(calls).await;
+        let later = batcher
+            .get_quote(&Symbol::parse("c.us").unwrap(), "req")
+            .await;
+
+        assert!(matches!(results[0], Err(TransportError::Unavailable(_))));
+        assert!(matches!(results[1], Err(TransportError::Unavailable(_))));
+        assert_eq!(later.unwrap().name, "c.us");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_past_its_own_deadline_times_out_while_the_rest_of_its_batch_is_answered() {
+        let batcher = batcher(FakeWire::closed());
+        let first = call(&batcher, "first.us");
+        while batcher.wire().sent().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let early = call(&batcher, "early.us");
+        tokio::time::sleep(RPC_TIMEOUT - REPLY_AFTER / 2).await;
+        let late = call(&batcher, "late.us");
+        while batcher.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let late_deadline = Instant::now() + RPC_TIMEOUT;
+
+        // The request leaves now; its answer lands after `early`'s deadline, before `late`'s.
+        batcher.wire().gate.add_permits(2);
+        let (early, late) = (early.await.unwrap(), late.await.unwrap());
+
+        assert_eq!(early, Err(TransportError::Timeout));
+        assert_eq!(late.unwrap().name, "late.us");
+        let sent = batcher.wire().sent();
+        assert_eq!(sent[1].symbols, ["early.us", "late.us"]);
+        assert_eq!(
+            sent[1].deadline, late_deadline,
+            "the request lives as long as its latest caller"
+        );
+        drop(first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_symbols_queued_together_are_sent_once_and_answer_every_caller() {
+        let batcher = batcher(FakeWire::closed());
+        let calls = queue_behind_a_publish(&batcher, &["a.us", "b.us", "a.us"]).await;
+
+        batcher.wire().gate.add_permits(2);
+        let results = results(calls).await;
+
+        assert_eq!(
+            batcher.wire().requests()[1],
+            ["a.us".to_owned(), "b.us".to_owned()]
+        );
+        let names: Vec<_> = results.into_iter().map(|r| r.unwrap().name).collect();
+        assert_eq!(names, ["a.us", "b.us", "a.us"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_distinct_symbols_than_one_request_takes_are_split() {
+        let batcher = batcher(FakeWire::closed());
+        let symbols: Vec<String> = (0..MAX_BATCH_SYMBOLS + 10)
+            .map(|i| format!("s{i}.us"))
+            .collect();
+        let symbol_refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+        let calls = queue_behind_a_publish(&batcher, &symbol_refs).await;
+
+        batcher.wire().gate.add_permits(3);
+        let results = results(calls).await;
+
+        let sizes: Vec<usize> = batcher.wire().requests().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, MAX_BATCH_SYMBOLS, 10]);
+        assert!(results.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_went_away_before_the_publish_is_not_sent() {
+        let batcher = batcher(FakeWire::closed());
+        let calls = queue_behind_a_publish(&batcher, &["gone.us", "a.us"]).await;
+        let mut calls = calls.into_iter();
+        let gone = calls.next().unwrap();
+        gone.abort();
+        let _ = gone.await;
+
+        batcher.wire().gate.add_permits(2);
+        let results = results(calls.collect()).await;
+
+        assert_eq!(batcher.wire().requests()[1], ["a.us".to_owned()]);
+        assert_eq!(results[0].as_ref().unwrap().name, "a.us");
     }
 }
