@@ -523,20 +523,20 @@ impl AmqpTransport {
     /// Publishes one request body and waits for its reply's raw body (or why none can come).
     /// Records the correlation id on the caller's span.
     async fn call(&self, body: &[u8], request_id: &str) -> RawReply {
-        let deadline = tokio::time::Instant::now() + self.shared.config.rpc_timeout;
-        self.publish(body, request_id, deadline)
+        self.publish(body, request_id, self.shared.config.rpc_timeout)
             .await?
             .reply()
             .await
     }
 
-    /// Puts one request body on the wire, answerable until `deadline`; returns once the
-    /// broker has it, before any reply. Fails at once when nobody can answer.
+    /// Puts one request body on the wire, answerable for `timeout` from now (its message
+    /// expiration, and how long [`Outstanding::reply`] waits); returns once the broker has it,
+    /// before any reply. Fails at once when nobody can answer.
     async fn publish(
         &self,
         body: &[u8],
         request_id: &str,
-        deadline: tokio::time::Instant,
+        timeout: Duration,
     ) -> Result<Outstanding, TransportError> {
         let shared = &self.shared;
         if let Some(reason) = shared.refusal() {
@@ -547,12 +547,10 @@ impl AmqpTransport {
                 "not connected to the message broker".into(),
             ));
         };
-        let Some(timeout) = deadline
-            .checked_duration_since(tokio::time::Instant::now())
-            .filter(|left| !left.is_zero())
-        else {
+        if timeout.is_zero() {
             return Err(TransportError::Timeout);
-        };
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         let correlation_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::Span::current().record("request_id", request_id);
         tracing::Span::current().record("correlation_id", correlation_id.as_str());
@@ -634,7 +632,7 @@ impl BatchWire for AmqpTransport {
         if let [symbol] = symbols.as_slice() {
             let request = QuoteRequest::new(symbol.as_str(), Some(request_id.clone()), timeout);
             let outstanding = self
-                .publish(&encode(&request)?, &request_id, deadline)
+                .publish(&encode(&request)?, &request_id, timeout)
                 .await?;
             return Ok(Box::pin(async move {
                 Ok(vec![read_reply(&outstanding.reply().await?)])
@@ -646,7 +644,7 @@ impl BatchWire for AmqpTransport {
             timeout,
         );
         let outstanding = self
-            .publish(&encode(&request)?, &request_id, deadline)
+            .publish(&encode(&request)?, &request_id, timeout)
             .await?;
         Ok(Box::pin(async move {
             let reply = outstanding.reply().await?;
