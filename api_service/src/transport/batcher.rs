@@ -77,8 +77,12 @@ impl<T: BatchWire> Batcher<T> {
     /// Starts the sender task. `rpc_timeout` is each call's own deadline, counted from when
     /// it is made.
     pub fn new(wire: T, rpc_timeout: Duration) -> Self {
+        Self::with_queue_capacity(wire, rpc_timeout, QUEUE_CAPACITY)
+    }
+
+    fn with_queue_capacity(wire: T, rpc_timeout: Duration, capacity: usize) -> Self {
         let wire = Arc::new(wire);
-        let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
+        let (queue, waiting) = mpsc::channel(capacity);
         let sender = tokio::spawn(send_loop(Arc::clone(&wire), waiting));
         Self {
             wire,
@@ -572,6 +576,37 @@ mod tests {
         let sizes: Vec<usize> = batcher.wire().requests().iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, MAX_BATCH_SYMBOLS, 10]);
         assert!(results.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_queue_bound_a_call_waits_for_room_and_times_out_at_its_own_deadline() {
+        let batcher = Arc::new(Batcher::with_queue_capacity(
+            FakeWire::closed(),
+            RPC_TIMEOUT,
+            2,
+        ));
+        let queued = queue_behind_a_publish(&batcher, &["a.us", "b.us"]).await;
+
+        let started = Instant::now();
+        let over_bound = batcher
+            .get_quote(&Symbol::parse("c.us").unwrap(), "req")
+            .await;
+
+        assert_eq!(over_bound, Err(TransportError::Timeout));
+        assert_eq!(started.elapsed(), RPC_TIMEOUT);
+        assert_eq!(
+            batcher.queued(),
+            2,
+            "the queue never held more than its bound"
+        );
+        batcher.wire().gate.add_permits(2);
+        let results = results(queued).await;
+        assert!(results.iter().all(|r| *r == Err(TransportError::Timeout)));
+        assert_eq!(
+            batcher.wire().requests().len(),
+            1,
+            "expired calls are not sent"
+        );
     }
 
     #[tokio::test(start_paused = true)]
