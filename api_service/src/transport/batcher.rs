@@ -21,6 +21,7 @@
 //! batching; a batch whose worker speaks only version 1 falls back to one version-1 request
 //! per symbol (see [`super::batch`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ struct Waiting {
 /// calls, readiness, shutdown) goes straight to the wire transport.
 pub struct Batcher<T> {
     wire: Arc<T>,
+    counts: Arc<Counts>,
     rpc_timeout: Duration,
     queue: mpsc::Sender<Waiting>,
     sender: Mutex<Option<JoinHandle<()>>>,
@@ -82,10 +84,12 @@ impl<T: BatchWire> Batcher<T> {
 
     fn with_queue_capacity(wire: T, rpc_timeout: Duration, capacity: usize) -> Self {
         let wire = Arc::new(wire);
+        let counts = Arc::new(Counts::default());
         let (queue, waiting) = mpsc::channel(capacity);
-        let sender = tokio::spawn(send_loop(Arc::clone(&wire), waiting));
+        let sender = tokio::spawn(send_loop(Arc::clone(&wire), waiting, Arc::clone(&counts)));
         Self {
             wire,
+            counts,
             rpc_timeout,
             queue,
             sender: Mutex::new(Some(sender)),
@@ -159,6 +163,13 @@ impl<T: BatchWire> QuoteTransport for Batcher<T> {
         self.wire.flight_counts()
     }
 
+    fn batch_counts(&self) -> Option<(u64, u64)> {
+        Some((
+            self.counts.requests.load(Ordering::Relaxed),
+            self.counts.calls.load(Ordering::Relaxed),
+        ))
+    }
+
     async fn shutdown(&self) {
         let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sender) = sender {
@@ -166,6 +177,13 @@ impl<T: BatchWire> QuoteTransport for Batcher<T> {
         }
         self.wire.shutdown().await;
     }
+}
+
+/// What the sender task has sent, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counts {
+    requests: AtomicU64,
+    calls: AtomicU64,
 }
 
 fn stopped() -> TransportError {
@@ -255,7 +273,11 @@ impl Batch {
 
 /// The sender task: waits for a call, takes everything queued behind it (up to the cap),
 /// publishes it as one request, leaves the reply to a task of its own, and goes back for more.
-async fn send_loop<T: BatchWire>(wire: Arc<T>, mut waiting: mpsc::Receiver<Waiting>) {
+async fn send_loop<T: BatchWire>(
+    wire: Arc<T>,
+    mut waiting: mpsc::Receiver<Waiting>,
+    counts: Arc<Counts>,
+) {
     while let Some(first) = waiting.recv().await {
         let now = Instant::now();
         let mut batch = Batch::new();
@@ -272,7 +294,10 @@ async fn send_loop<T: BatchWire>(wire: Arc<T>, mut waiting: mpsc::Receiver<Waiti
             continue;
         };
         let request_id = batch.request_id();
-        if batch.callers.iter().map(Vec::len).sum::<usize>() > 1 {
+        let calls = batch.callers.iter().map(Vec::len).sum::<usize>();
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        counts.calls.fetch_add(calls as u64, Ordering::Relaxed);
+        if calls > 1 {
             let request_ids: Vec<&str> = batch
                 .callers
                 .iter()
@@ -477,6 +502,11 @@ mod tests {
         );
         let names: Vec<_> = results.into_iter().map(|r| r.unwrap().name).collect();
         assert_eq!(names, ["a.us", "b.us", "c.us"]);
+        assert_eq!(
+            batcher.batch_counts(),
+            Some((2, 4)),
+            "(requests, calls) for /metrics"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -103,6 +103,12 @@ pub trait QuoteTransport: Send + Sync + 'static {
         None
     }
 
+    /// `(requests, calls)`: requests the [`Batcher`] sent and the single-symbol calls they
+    /// carried (calls / requests is the average batch). `None` when calls are not batched.
+    fn batch_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Stops background tasks and closes connections (graceful shutdown).
     async fn shutdown(&self) {}
 }

@@ -24,6 +24,18 @@ async fn stack_without_reuse(batching: bool) -> Option<TestApp> {
         .await
 }
 
+/// The sum of a counter's series in a Prometheus exposition.
+fn counter(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Request messages the worker has handled, all outcomes (its `/metrics` counter).
 async fn worker_messages(app: &TestApp) -> u64 {
     let port = app.quote.as_ref().expect("a quote worker runs").port;
@@ -36,10 +48,7 @@ async fn worker_messages(app: &TestApp) -> u64 {
         .text()
         .await
         .unwrap();
-    body.lines()
-        .filter(|l| l.starts_with("quote_rpc_messages_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    counter(&body, "quote_rpc_messages_total")
 }
 
 /// Sends [`CALLS`] /stock requests for distinct symbols at once; returns their statuses and
