@@ -74,6 +74,14 @@ impl Metrics {
                 "quote_rpc_coalesced_total",
                 "Quote requests answered without their own RPC: joined one in flight or reused one landed within QUOTE_REUSE_WINDOW"
             );
+            metrics::describe_counter!(
+                "quote_rpc_batched_requests_total",
+                "Quote requests sent by the RPC batcher (RPC_BATCHING), each carrying one or more calls"
+            );
+            metrics::describe_counter!(
+                "quote_rpc_batched_calls_total",
+                "Single-symbol quote calls the RPC batcher sent; divided by requests, the average batch"
+            );
             metrics::describe_gauge!(
                 "db_pool_connections",
                 "Database connections open now, idle or in use"
@@ -142,6 +150,14 @@ impl Metrics {
         self.record(|| {
             metrics::counter!("quote_rpc_flights_total").absolute(flights);
             metrics::counter!("quote_rpc_coalesced_total").absolute(joined);
+        });
+    }
+
+    /// Publishes the RPC batcher's counters (read at scrape time).
+    pub fn set_batch_counts(&self, requests: u64, calls: u64) {
+        self.record(|| {
+            metrics::counter!("quote_rpc_batched_requests_total").absolute(requests);
+            metrics::counter!("quote_rpc_batched_calls_total").absolute(calls);
         });
     }
 

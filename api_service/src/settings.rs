@@ -113,6 +113,15 @@ pub struct Settings {
     #[arg(long, env = "QUOTE_REUSE_WINDOW", default_value = "500ms", value_parser = parse_duration)]
     pub quote_reuse_window: Duration,
 
+    /// Over AMQP: send single-symbol calls for distinct symbols that are waiting at the same
+    /// moment as one multi-symbol request (contract v2), so a busy API costs the broker fewer
+    /// messages. Never delays a call: a lone call leaves at once; calls arriving while a
+    /// request is being published leave together in the next one (up to 50 symbols). Each
+    /// call keeps its own RPC_TIMEOUT and its own error; an old worker that speaks only v1 is
+    /// asked one symbol at a time. `false`: one message per call.
+    #[arg(long, env = "RPC_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rpc_batching: bool,
+
     /// How many argon2 hashes may run at once (each takes ~19 MiB). Default: number of CPUs.
     #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub hash_concurrency: Option<u32>,
@@ -217,6 +226,7 @@ impl Settings {
             quote_service_url: "http://127.0.0.1:8001".into(),
             rpc_timeout: Duration::from_secs(2),
             quote_reuse_window: Duration::from_millis(500),
+            rpc_batching: true,
             hash_concurrency: None,
             user_cache_ttl: Duration::from_secs(2),
             login_max_failures: 5,

@@ -125,9 +125,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     tag = "operations",
     summary = "Prometheus metrics",
     description = "HTTP requests and latency by route and status, quote RPCs by outcome and \
-        latency, coalesced quote requests, quote transport readiness, database pool size, idle \
-        connections and ceiling, group-commit batches and rows, open live-quote streams, their \
-        watched symbols and whether their feed is up.",
+        latency, coalesced quote requests, batched quote requests and the calls they carried, \
+        quote transport readiness, database pool size, idle connections and ceiling, \
+        group-commit batches and rows, open live-quote streams, their watched symbols and \
+        whether their feed is up.",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
@@ -136,6 +137,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some((flights, joined)) = state.transport.flight_counts() {
         state.metrics.set_flight_counts(flights, joined);
+    }
+    if let Some((requests, calls)) = state.transport.batch_counts() {
+        state.metrics.set_batch_counts(requests, calls);
     }
     state.metrics.set_pool_stats(state.store.pool_stats());
     state.metrics.set_write_stats(state.store.write_stats());

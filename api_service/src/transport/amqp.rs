@@ -37,7 +37,9 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+};
 use shared::{BatchQuoteRequest, ErrorCode, Quote, QuoteError, QuoteReply, QuoteRequest, Symbol};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use super::batch::{self, OldWorkerNotice};
+use super::batcher::{BatchWire, Landing};
 use super::{QuoteTransport, SymbolResult, TransportError};
 
 /// RabbitMQ's pseudo-queue for direct reply-to.
@@ -252,15 +255,69 @@ impl Shared {
     }
 }
 
-/// Removes a call's correlation entry however the call ends (reply, timeout, cancellation).
-struct PendingGuard<'a> {
-    shared: &'a Shared,
-    correlation_id: &'a str,
+/// Removes a call's correlation entry however the call ends (reply, timeout, a failed
+/// publish, the caller going away), so entries never outlive their callers.
+struct PendingEntry {
+    shared: Arc<Shared>,
+    correlation_id: String,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingEntry {
     fn drop(&mut self) {
-        lock(&self.shared.pending).remove(self.correlation_id);
+        lock(&self.shared.pending).remove(&self.correlation_id);
+    }
+}
+
+/// A request on the wire whose reply has not been read yet. `'static`, so the
+/// [`super::batcher`] can publish one request and leave the wait for its reply to another
+/// task while it publishes the next.
+pub(super) struct Outstanding {
+    entry: PendingEntry,
+    reply: oneshot::Receiver<RawReply>,
+    confirm: PublisherConfirm,
+    deadline: tokio::time::Instant,
+}
+
+impl Outstanding {
+    /// Waits for the reply's raw body until the deadline, watching the publish confirmation
+    /// for a basic.return meanwhile (the reply may well arrive first).
+    async fn reply(mut self) -> RawReply {
+        let sleep = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(sleep);
+        let mut confirmed = false;
+        loop {
+            tokio::select! {
+                biased;
+                reply = &mut self.reply => {
+                    return reply.unwrap_or_else(|_| Err(TransportError::Unavailable(
+                        "connection to the message broker lost".into(),
+                    )));
+                }
+                confirmation = &mut self.confirm, if !confirmed => {
+                    confirmed = true;
+                    match confirmation {
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
+                        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
+                            return Err(TransportError::Unavailable(format!(
+                                "the broker returned the request ({}): queue {:?} is missing",
+                                returned.reply_text, self.entry.shared.config.queue
+                            )));
+                        }
+                        Ok(Confirmation::Nack(None)) => {
+                            return Err(TransportError::Unavailable(
+                                "the broker refused the request".into(),
+                            ));
+                        }
+                        Err(err) => {
+                            return Err(TransportError::Unavailable(format!(
+                                "publish not confirmed: {err}"
+                            )));
+                        }
+                    }
+                }
+                _ = &mut sleep => return Err(TransportError::Timeout),
+            }
+        }
     }
 }
 
@@ -466,7 +523,22 @@ impl AmqpTransport {
     /// Publishes one request body and waits for its reply's raw body (or why none can come).
     /// Records the correlation id on the caller's span.
     async fn call(&self, body: &[u8], request_id: &str) -> RawReply {
-        let shared = &*self.shared;
+        self.publish(body, request_id, self.shared.config.rpc_timeout)
+            .await?
+            .reply()
+            .await
+    }
+
+    /// Puts one request body on the wire, answerable for `timeout` from now (its message
+    /// expiration, and how long [`Outstanding::reply`] waits); returns once the broker has it,
+    /// before any reply. Fails at once when nobody can answer.
+    async fn publish(
+        &self,
+        body: &[u8],
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<Outstanding, TransportError> {
+        let shared = &self.shared;
         if let Some(reason) = shared.refusal() {
             return Err(TransportError::Unavailable(reason));
         }
@@ -475,7 +547,9 @@ impl AmqpTransport {
                 "not connected to the message broker".into(),
             ));
         };
-        let timeout = shared.config.rpc_timeout;
+        if timeout.is_zero() {
+            return Err(TransportError::Timeout);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let correlation_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::Span::current().record("request_id", request_id);
@@ -490,18 +564,17 @@ impl AmqpTransport {
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(ShortString::from(correlation_id.as_str()))
             // The broker drops a request nobody picked up before the caller gave up.
-            .with_expiration(ShortString::from(timeout.as_millis().to_string()))
+            .with_expiration(ShortString::from(timeout.as_millis().max(1).to_string()))
             .with_content_type("application/json".into())
             .with_delivery_mode(1)
             .with_headers(headers);
 
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, reply) = oneshot::channel();
         lock(&shared.pending).insert(correlation_id.clone(), tx);
-        let _guard = PendingGuard {
-            shared,
-            correlation_id: &correlation_id,
+        let entry = PendingEntry {
+            shared: Arc::clone(shared),
+            correlation_id,
         };
-
         let confirm = link
             .rpc
             .basic_publish(
@@ -516,45 +589,74 @@ impl AmqpTransport {
             )
             .await
             .map_err(|err| TransportError::Unavailable(format!("publish failed: {err}")))?;
+        Ok(Outstanding {
+            entry,
+            reply,
+            confirm,
+            deadline,
+        })
+    }
+}
 
-        // Wait for the reply while watching the confirmation for a basic.return; the reply
-        // may well arrive first.
-        let sleep = tokio::time::sleep_until(deadline);
-        tokio::pin!(sleep, confirm);
-        let mut confirmed = false;
-        loop {
-            tokio::select! {
-                biased;
-                reply = &mut rx => {
-                    return reply.unwrap_or_else(|_| Err(TransportError::Unavailable(
-                        "connection to the message broker lost".into(),
-                    )));
-                }
-                confirmation = &mut confirm, if !confirmed => {
-                    confirmed = true;
-                    match confirmation {
-                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
-                        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
-                            return Err(TransportError::Unavailable(format!(
-                                "the broker returned the request ({}): queue {:?} is missing",
-                                returned.reply_text, shared.config.queue
-                            )));
-                        }
-                        Ok(Confirmation::Nack(None)) => {
-                            return Err(TransportError::Unavailable(
-                                "the broker refused the request".into(),
-                            ));
-                        }
-                        Err(err) => {
-                            return Err(TransportError::Unavailable(format!(
-                                "publish not confirmed: {err}"
-                            )));
-                        }
-                    }
-                }
-                _ = &mut sleep => return Err(TransportError::Timeout),
+/// Reads the reply to a version-1 request.
+fn read_reply(reply: &[u8]) -> Reply {
+    match serde_json::from_slice::<QuoteReply>(reply) {
+        Ok(reply) => {
+            if reply.v != shared::CONTRACT_VERSION {
+                tracing::warn!(v = reply.v, "reply with a different contract version");
             }
+            reply.into_result().map_err(TransportError::Quote)
         }
+        Err(err) => {
+            tracing::error!(error = %err, "malformed reply from the quote service");
+            Err(TransportError::Quote(QuoteError::new(
+                ErrorCode::Internal,
+                "malformed reply from the quote service",
+            )))
+        }
+    }
+}
+
+/// Calls the batcher sends: a lone symbol as the version-1 request it always was, several as
+/// one version-2 request (falling back to version 1 per symbol for an old worker).
+#[async_trait]
+impl BatchWire for AmqpTransport {
+    #[instrument(skip_all, fields(symbols = symbols.len(), request_id, correlation_id))]
+    async fn send(
+        self: Arc<Self>,
+        symbols: Vec<Symbol>,
+        request_id: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<Landing, TransportError> {
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let [symbol] = symbols.as_slice() {
+            let request = QuoteRequest::new(symbol.as_str(), Some(request_id.clone()), timeout);
+            let outstanding = self
+                .publish(&encode(&request)?, &request_id, timeout)
+                .await?;
+            return Ok(Box::pin(async move {
+                Ok(vec![read_reply(&outstanding.reply().await?)])
+            }));
+        }
+        let request = BatchQuoteRequest::new(
+            symbols.iter().map(Symbol::as_str),
+            Some(request_id.clone()),
+            timeout,
+        );
+        let outstanding = self
+            .publish(&encode(&request)?, &request_id, timeout)
+            .await?;
+        Ok(Box::pin(async move {
+            let reply = outstanding.reply().await?;
+            batch::settle(
+                &*self,
+                &self.shared.old_worker,
+                &reply,
+                &symbols,
+                &request_id,
+            )
+            .await
+        }))
     }
 }
 
@@ -570,22 +672,7 @@ impl QuoteTransport for AmqpTransport {
     async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> Reply {
         let timeout = self.shared.config.rpc_timeout;
         let request = QuoteRequest::new(symbol.as_str(), Some(request_id.to_owned()), timeout);
-        let reply = self.call(&encode(&request)?, request_id).await?;
-        match serde_json::from_slice::<QuoteReply>(&reply) {
-            Ok(reply) => {
-                if reply.v != shared::CONTRACT_VERSION {
-                    tracing::warn!(v = reply.v, "reply with a different contract version");
-                }
-                reply.into_result().map_err(TransportError::Quote)
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "malformed reply from the quote service");
-                Err(TransportError::Quote(QuoteError::new(
-                    ErrorCode::Internal,
-                    "malformed reply from the quote service",
-                )))
-            }
-        }
+        read_reply(&self.call(&encode(&request)?, request_id).await?)
     }
 
     /// One v2 request for the whole batch; an old worker's refusal falls back to v1.

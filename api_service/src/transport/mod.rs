@@ -3,9 +3,12 @@
 //! AMQP RPC is the production path (workers scale by just consuming the queue); plain HTTP
 //! is a fallback for set-ups without a broker. Handlers see only [`QuoteTransport`], and
 //! [`SingleFlight`] sits in front of either so a burst of identical requests costs one RPC.
+//! Over AMQP, [`Batcher`] sits between the two (unless `RPC_BATCHING=false`) so calls for
+//! distinct symbols waiting at the same moment share one request.
 
 mod amqp;
 mod batch;
+mod batcher;
 mod http;
 mod single_flight;
 
@@ -16,6 +19,7 @@ use secrecy::ExposeSecret;
 use shared::{Quote, QuoteError, Symbol};
 
 pub use amqp::{AmqpConfig, AmqpTransport};
+pub use batcher::{BatchWire, Batcher, Landing};
 pub use http::{HttpConfig, HttpTransport};
 pub use single_flight::SingleFlight;
 
@@ -99,6 +103,12 @@ pub trait QuoteTransport: Send + Sync + 'static {
         None
     }
 
+    /// `(requests, calls)`: requests the [`Batcher`] sent and the single-symbol calls they
+    /// carried (calls / requests is the average batch). `None` when calls are not batched.
+    fn batch_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// Stops background tasks and closes connections (graceful shutdown).
     async fn shutdown(&self) {}
 }
@@ -108,14 +118,19 @@ pub trait QuoteTransport: Send + Sync + 'static {
 /// reconnecting in the background.
 pub async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn QuoteTransport>> {
     let transport: Arc<dyn QuoteTransport> = match settings.quote_transport {
-        TransportKind::Amqp => Arc::new(
-            AmqpTransport::start(AmqpConfig {
+        TransportKind::Amqp => {
+            let amqp = AmqpTransport::start(AmqpConfig {
                 url: settings.amqp_url.expose_secret().to_owned(),
                 queue: settings.quote_queue.clone(),
                 rpc_timeout: settings.rpc_timeout,
             })
-            .await,
-        ),
+            .await;
+            if settings.rpc_batching {
+                Arc::new(Batcher::new(amqp, settings.rpc_timeout))
+            } else {
+                Arc::new(amqp)
+            }
+        }
         TransportKind::Http => Arc::new(
             HttpTransport::start(HttpConfig {
                 base_url: settings.quote_service_url.clone(),

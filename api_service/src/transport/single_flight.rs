@@ -224,6 +224,10 @@ impl QuoteTransport for SingleFlight {
         ))
     }
 
+    fn batch_counts(&self) -> Option<(u64, u64)> {
+        self.inner.batch_counts()
+    }
+
     fn readiness_phrase(&self) -> &'static str {
         self.inner.readiness_phrase()
     }

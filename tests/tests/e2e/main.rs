@@ -6,6 +6,7 @@ mod auth;
 mod history;
 mod instances;
 mod quotes;
+mod rpc_batching;
 mod stats;
 mod stock;
 mod stream;
