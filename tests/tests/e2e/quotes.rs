@@ -65,7 +65,11 @@ async fn check_mixed_batch(app: &TestApp, stooq: &FakeStooq) {
     assert_eq!(outcomes(&body), expected(&mixed_outcomes()));
     assert_eq!(
         body["results"][0]["quote"],
-        json!({"symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05}),
+        json!({
+            "symbol": "AAPL.US", "company_name": "APPLE", "quote": 183.05,
+            "open": 184.9, "high": 185.09, "low": 182.13, "volume": 50759496u64,
+            "time": "2024-05-10T20:00:09Z", "local_date": "2024-05-10", "local_time": "22:00:09"
+        }),
         "the same shape as /stock"
     );
     assert_eq!(
