@@ -1162,6 +1162,38 @@ async fn account_changes_refuse_bad_requests_with_the_envelope() {
     }
 }
 
+// ---- caching ----
+
+/// API answers hold a user's data (quotes, history, accounts): no browser or proxy may keep
+/// them, so Back after signing out, or the next user of a shared proxy, finds nothing.
+#[tokio::test]
+async fn api_answers_are_never_stored_by_caches() {
+    let app = app().await;
+    let admin = app.login("root", "root-password").await;
+    let user = app.login("alice", "alice-password").await;
+
+    let replies = [
+        app.get("/api/v1/stock?q=aapl.us", Some(&user)).await,
+        app.get("/api/v1/users/history", Some(&user)).await,
+        app.get("/api/v1/users", Some(&admin)).await,
+        app.get("/api/v1/stats", Some(&admin)).await,
+        app.get("/api/v1/users/history", None).await,
+    ];
+
+    for reply in replies {
+        assert_eq!(
+            reply
+                .headers
+                .get(header::CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+    }
+}
+
 // ---- health, metrics, fallbacks ----
 
 #[tokio::test]
