@@ -173,7 +173,7 @@ fn parse_q(raw: &str) -> Result<Vec<Entry>, ApiError> {
         the request as a whole fails only for a bad `q`, an unreachable quote service, a \
         timeout or the database.",
     params(QuotesParams),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "One result per distinct symbol", body = QuotesResponse,
             example = json!({"results": [
