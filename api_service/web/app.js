@@ -149,11 +149,27 @@ function endSession(message, { keepPlace = true } = {}) {
   render();
 }
 
+/**
+ * Ends the browser's session on the server. A 403 csrf_failed means the cookie now holds
+ * another sign-in (from another tab), whose token this page lacks: that one is ended too,
+ * with its own CSRF token, so "Sign out" never leaves the browser signed in.
+ */
+async function endServerSession() {
+  try {
+    await api.del('/api/v1/session', { session: false });
+  } catch (err) {
+    if (err.code !== 'csrf_failed') throw err;
+    const { data } = await api.get('/api/v1/session', { session: false });
+    api.setCsrfToken(data.csrf_token);
+    await api.del('/api/v1/session', { session: false });
+  }
+}
+
 async function signOut(button) {
   button.disabled = true;
   let message = { text: 'You have signed out.', kind: 'status' };
   try {
-    await api.del('/api/v1/session', { session: false });
+    await endServerSession();
   } catch (err) {
     if (err.status === 0 || err.status >= 500) {
       message = {

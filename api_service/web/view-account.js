@@ -4,6 +4,19 @@
 import * as api from './api.js';
 import { h, labelled, messages } from './dom.js';
 
+/**
+ * Whether the page's session still signs requests in: anything but a 401 says it does (an
+ * aborted check too; its view is gone by then).
+ */
+async function sessionAlive(signal) {
+  try {
+    await api.get('/api/v1/session', { session: false, signal });
+    return true;
+  } catch (err) {
+    return err.name === 'AbortError' || err.status !== 401;
+  }
+}
+
 export function mount(main, { session, endSession }) {
   const controller = new AbortController();
   const msg = messages();
@@ -46,7 +59,15 @@ export function mount(main, { session, endSession }) {
     } catch (err) {
       if (err.name === 'AbortError') return;
       if (err.status === 401 && err.code !== 'csrf_failed') {
-        fail('The current password is wrong.', current.input);
+        // A session revoked or expired elsewhere is a 401 too: only a live one means the
+        // password was wrong.
+        const alive = await sessionAlive(controller.signal);
+        if (controller.signal.aborted) return;
+        if (alive) {
+          fail('The current password is wrong.', current.input);
+        } else {
+          endSession({ text: 'Your session has ended. Please sign in again.', kind: 'status' });
+        }
       } else if (err.status === 403 && err.code === 'csrf_failed') {
         endSession({ text: err.message, kind: 'alert' });
       } else {

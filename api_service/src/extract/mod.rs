@@ -92,6 +92,12 @@ where
     }
 }
 
+/// What serde found wrong (for these all-optional string parameters, a name given twice),
+/// without axum's "Failed to deserialize query string" around it.
 fn query_rejection(rejection: QueryRejection) -> ApiError {
-    ApiError::BadRequest(rejection.body_text())
+    let mut cause: &dyn std::error::Error = &rejection;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    ApiError::BadRequest(format!("invalid query string: {cause}"))
 }

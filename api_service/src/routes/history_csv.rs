@@ -51,7 +51,9 @@ impl utoipa::IntoParams for CsvParams {
     tag = "quotes",
     summary = "The caller's whole history as CSV, newest first",
     description = "Columns `date,symbol,name,open,high,low,close` (dates UTC RFC 3339, numbers \
-        as in the JSON history), quoted per RFC 4180 where a name needs it. Streamed page by \
+        as in the JSON history), quoted per RFC 4180 where a name needs it. A name or symbol starting with `=`, `+`, `-`, \
+        `@`, a tab or a carriage return is written behind a `'` so spreadsheets show it as text \
+        rather than run it as a formula. Streamed page by \
         page, so any size downloads in constant server memory; the download must finish \
         within `HTTP_REQUEST_TIMEOUT`. Should the database fail mid-download the connection \
         is cut, so a partial file never looks complete.",
@@ -174,8 +176,8 @@ fn encode(page: &[HistoryEntry]) -> Result<Bytes, csv::Error> {
             row.requested_at
                 .to_rfc3339_opts(SecondsFormat::Secs, true)
                 .as_str(),
-            &row.symbol,
-            &row.name,
+            &as_text(&row.symbol),
+            &as_text(&row.name),
             &number(row.open),
             &number(row.high),
             &number(row.low),
@@ -186,6 +188,19 @@ fn encode(page: &[HistoryEntry]) -> Result<Bytes, csv::Error> {
         .into_inner()
         .map_err(|err| csv::Error::from(err.into_error()))?;
     Ok(Bytes::from(bytes))
+}
+
+/// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (what Excel, LibreOffice and Sheets read as the start of a formula) gets a
+/// leading `'`, which they show as text. Names come from the quote feed, so a hostile or
+/// broken feed must not turn a download into a formula that fetches URLs or runs commands.
+/// The numbers are written as numbers: a negative one is data, not a formula.
+fn as_text(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}").into()
+    } else {
+        value.into()
+    }
 }
 
 /// `serde_json`'s spelling of a number (`183.0`, `183.05`); the store holds finite values only.

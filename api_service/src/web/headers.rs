@@ -2,6 +2,10 @@
 //! sends no `Referer`; any response that sets no policy of its own may not be framed. The
 //! page sets [`PAGE_POLICY`]: scripts, styles and connections only from this origin, no
 //! inline script or style, no plugins, no `<base>`, no framing, forms post only here.
+//!
+//! Every `/api/` response that says nothing about caching is `Cache-Control: no-store`: the
+//! API's answers are a user's own data (quotes, history, accounts, the CSRF token), and no
+//! browser cache or proxy may keep them for Back after signing out or for another user.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -17,9 +21,16 @@ pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 
 /// Swagger UI keeps working while it cannot be clickjacked.
 const NO_FRAMING: &str = "frame-ancestors 'none'";
 
+/// Where the API lives: its answers are never stored.
+const API_PREFIX: &str = "/api/";
+
 pub async fn security_headers(request: Request, next: Next) -> Response {
+    let is_api = request.uri().path().starts_with(API_PREFIX);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if is_api && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

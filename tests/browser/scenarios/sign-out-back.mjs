@@ -1,5 +1,6 @@
 // After "Sign out", the browser's back button shows none of the user's data, and the session
-// is over on the server too (the cookie no longer authenticates anything).
+// is over on the server too (the cookie no longer authenticates anything), even when another
+// tab signed in again meanwhile.
 import { check } from '../lib/harness.mjs';
 
 export default async function (t) {
@@ -39,5 +40,17 @@ export default async function (t) {
             const response = await t.api('GET', path);
             check(response.status === 401, `GET ${path} after sign-out answered ${response.status}`);
         }
+    });
+
+    await t.step('after a sign-in in another tab, sign out still ends the session', async () => {
+        await t.signIn(user);
+        // Another tab signs in: the cookie now holds a new session, whose CSRF token this
+        // page does not have.
+        const other = await t.api('POST', '/api/v1/session', user);
+        check(other.status === 200, `signing in from another tab answered ${other.status}: ${other.text}`);
+        await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+        await t.heading('Sign in').waitFor();
+        const response = await t.api('GET', '/api/v1/session');
+        check(response.status === 401, `after "Sign out" the browser is still signed in (${response.status})`);
     });
 }

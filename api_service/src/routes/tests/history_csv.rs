@@ -130,6 +130,46 @@ async fn names_with_commas_quotes_and_line_breaks_are_quoted() {
     assert_eq!(read, expected);
 }
 
+/// Company names come from the feed: one a spreadsheet would read as a formula (`=`, `+`,
+/// `-`, `@`, or a tab or carriage return before one) is written as text, behind a `'`.
+#[tokio::test]
+async fn names_a_spreadsheet_would_run_as_formulas_are_written_as_text() {
+    let app = app().await;
+    let names = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "+1+2",
+        "-2+3",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+        "A=B",
+        "Plain",
+    ];
+    seed_rows(&app, "alice", names.len(), |i| names[i].to_owned()).await;
+    let token = app.login("alice", "alice-password").await;
+
+    let reply = app.get("/api/v1/users/history.csv", Some(&token)).await;
+
+    let mut read: Vec<String> = parse(reply.body.as_str().unwrap())
+        .iter()
+        .map(|r| r[2].to_owned())
+        .collect();
+    read.reverse();
+    assert_eq!(
+        read,
+        [
+            "'=HYPERLINK(\"http://evil.example\",\"x\")",
+            "'+1+2",
+            "'-2+3",
+            "'@SUM(A1)",
+            "'\t=1",
+            "'\r=1",
+            "A=B",
+            "Plain",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_csv_is_an_attachment_with_the_json_historys_values() {
     let app = app().await;

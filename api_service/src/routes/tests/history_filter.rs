@@ -87,3 +87,19 @@ async fn an_empty_filter_is_no_filter_and_a_bad_one_is_400() {
     assert_envelope(&bad, StatusCode::BAD_REQUEST, "invalid_symbol");
     assert_envelope(&long, StatusCode::BAD_REQUEST, "invalid_symbol");
 }
+
+#[tokio::test]
+async fn a_parameter_given_twice_is_a_400_in_the_apis_words() {
+    let app = app().await;
+    let token = app.login("alice", "alice-password").await;
+
+    let reply = app
+        .get(
+            "/api/v1/users/history?symbol=aapl.us&symbol=msft.us",
+            Some(&token),
+        )
+        .await;
+
+    let message = message_of(&reply, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(message, "invalid query string: duplicate field `symbol`");
+}

@@ -5,11 +5,11 @@ use super::*;
 
 /// What `POST /session` gives a browser: the raw `Set-Cookie`, the cookie pair to send back,
 /// and the body (with the CSRF token).
-struct SignedIn {
-    set_cookie: String,
-    cookie: String,
-    csrf: String,
-    body: Value,
+pub(super) struct SignedIn {
+    pub(super) set_cookie: String,
+    pub(super) cookie: String,
+    pub(super) csrf: String,
+    pub(super) body: Value,
 }
 
 fn session_request(username: &str, password: &str) -> Request<Body> {
@@ -22,7 +22,7 @@ fn session_request(username: &str, password: &str) -> Request<Body> {
 }
 
 impl TestApp {
-    async fn sign_in(&self, username: &str, password: &str) -> SignedIn {
+    pub(super) async fn sign_in(&self, username: &str, password: &str) -> SignedIn {
         let reply = self.send(session_request(username, password)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         let set_cookie = reply.headers[header::SET_COOKIE]
@@ -39,7 +39,7 @@ impl TestApp {
     }
 
     /// A request carrying only the cookie (and the CSRF header when given).
-    async fn with_cookie(
+    pub(super) async fn with_cookie(
         &self,
         method: &str,
         uri: &str,
