@@ -13,6 +13,7 @@ pub mod scenarios;
 pub mod settings;
 pub mod stack;
 pub mod stats;
+pub mod stream_load;
 pub mod wrk;
 
 use anyhow::{Context, Result, bail};
@@ -161,6 +162,10 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         login_connections: settings.login_connections,
         latency_connections: settings.latency_connections.max(1),
         paced_load: settings.paced_load.clamp(0.0, 1.0),
+        stream_subscribers: settings.stream_subscribers.max(1),
+        stream_symbols: settings.stream_symbols.clamp(1, usize::from(u16::MAX)),
+        stream_symbols_each: settings.stream_symbols_each.max(1),
+        stream_refresh: settings.stream_refresh,
         api_env: settings.api_env.clone(),
         quote_env: settings.quote_env.clone(),
     };

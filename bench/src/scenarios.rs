@@ -43,6 +43,9 @@ pub enum Scenario {
     /// `GET /api/v1/quotes` with 20 symbols per request (AMQP, PostgreSQL), quote cache warm:
     /// one RPC and one 20-row transaction per request.
     QuotesBatch,
+    /// 1,000 SSE subscribers over 100 symbols with moving prices: publish-to-client latency,
+    /// upstream calls per refresh, memory.
+    Stream,
     /// First page and a deep page of a 1,000,000-row history.
     History,
     /// Top-5 stats over 1,000,000 rows and 5,000 symbols.
@@ -86,6 +89,12 @@ pub struct Config {
     pub latency_connections: usize,
     /// Fraction of the saturated throughput the paced runs offer.
     pub paced_load: f64,
+    /// The stream scenario: subscribers, symbols among them, symbols per stream, and the
+    /// quote worker's WATCH_REFRESH.
+    pub stream_subscribers: usize,
+    pub stream_symbols: usize,
+    pub stream_symbols_each: usize,
+    pub stream_refresh: Duration,
     pub api_env: Vec<(String, String)>,
     pub quote_env: Vec<(String, String)>,
 }
@@ -129,6 +138,20 @@ pub struct RunFigures {
     /// outcomes); each is answered with one reply message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_rpc_messages: Option<u64>,
+    /// stream: watch-list refreshes quote_service ran during the run
+    /// (`quote_watch_refreshes_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshes: Option<u64>,
+    /// stream: changed quotes quote_service published (`quote_live_quotes_published_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_published: Option<u64>,
+    /// stream: distinct changes published in the run's window that subscribers received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes_seen: Option<u64>,
+    /// stream: deliveries those changes called for (each times its symbol's subscribers);
+    /// `requests` is the deliveries received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_expected: Option<u64>,
     /// The machine's 1-minute load average when the run ended (the stack alone kept it at
     /// 2.5-5.5 on 2 cores; compare runs with it to spot one that shared the CPU).
     pub load_avg_1m: f64,
@@ -273,6 +296,7 @@ pub async fn run(scenario: Scenario, cfg: &Config) -> Result<Vec<ScenarioReport>
         Scenario::StockRpc => stock_rpc(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::StockCold => stock_cold(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::QuotesBatch => quotes_batch(cfg, &work_dir).await.map(|r| vec![r]),
+        Scenario::Stream => stream(cfg, &work_dir).await.map(|r| vec![r]),
         Scenario::History => history(cfg, &work_dir).await,
         Scenario::Stats => stats(cfg, &work_dir).await,
         Scenario::Login => login(cfg, &work_dir).await.map(|r| vec![r]),
@@ -479,6 +503,7 @@ fn stack_options(cfg: &Config, backend: Backend, transport: Transport) -> StackO
         amqp_url: cfg.amqp_url.clone(),
         api_env: cfg.api_env.clone(),
         quote_env: cfg.quote_env.clone(),
+        fake_env: Vec::new(),
     }
 }
 
@@ -987,6 +1012,254 @@ async fn quotes_batch(cfg: &Config, work_dir: &std::path::Path) -> Result<Scenar
             "quotes_per_s".into(),
             serde_json::json!(median(&quotes_per_s)),
         );
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    stack.stop().await;
+    outcome
+}
+
+/// Streams opening at once (each authenticates and fetches its first quotes).
+const STREAM_OPEN_CONCURRENCY: usize = 50;
+
+/// How long the subscribers keep reading after the last run, so the changes published at its
+/// end are delivered (and counted, with their latency) before the streams close.
+const STREAM_GRACE: Duration = Duration::from_secs(3);
+
+/// quote_service's default `BATCH_SIZE`: symbols per upstream call.
+const WORKER_BATCH_SIZE: usize = 50;
+
+fn unix_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// `stream`: `stream_subscribers` SSE streams held open over `stream_symbols` symbols
+/// (`stream_symbols_each` per stream, consecutive windows, so every symbol has as many
+/// subscribers), the fake feed's prices moving four times per `WATCH_REFRESH` so every refresh
+/// publishes a change of every symbol. The streams open before the warm-up and stay open
+/// through every run; a run is a window of wall-clock time, and each delivery belongs to the
+/// run in which the worker published it. The `req/s` column is deliveries per second, the
+/// latencies are publish to client.
+async fn stream(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioReport> {
+    use crate::stream_load::{
+        StreamSpec, Subscribers, account, ensure_open_files, per_refresh, subscribers_per_symbol,
+        symbols_of,
+    };
+    let name = Scenario::Stream.name();
+    let subscribers = cfg.stream_subscribers;
+    ensure_open_files(subscribers)?;
+    // Caps: the default of 5 streams per user would need 200 users (200 argon2 logins); the
+    // usual bench users share the streams instead, with the per-user cap raised to fit.
+    let user_count = cfg.users.min(subscribers).max(1);
+    let per_user = subscribers.div_ceil(user_count);
+    let each = cfg.stream_symbols_each.min(cfg.stream_symbols);
+    let move_every = (cfg.stream_refresh / 4).max(Duration::from_millis(10));
+    let mut options = stack_options(cfg, Backend::Postgres, Transport::Amqp);
+    let mut api_env = vec![
+        ("STREAM_MAX_PER_USER".to_owned(), per_user.to_string()),
+        ("STREAM_MAX_SYMBOLS".to_owned(), each.max(20).to_string()),
+    ];
+    // One connection per stream; the default HTTP_MAX_CONNECTIONS (4096) fits 1,000.
+    if subscribers + 256 > 4096 {
+        api_env.push((
+            "HTTP_MAX_CONNECTIONS".to_owned(),
+            (subscribers + 256).to_string(),
+        ));
+    }
+    // Before the --api-env extras, which override them.
+    api_env.append(&mut options.api_env);
+    options.api_env = api_env;
+    options.quote_env.insert(
+        0,
+        (
+            "WATCH_REFRESH".to_owned(),
+            format!("{}ms", cfg.stream_refresh.as_millis()),
+        ),
+    );
+    options.fake_env = vec![
+        (
+            "FAKE_STOOQ_MOVE_EVERY".to_owned(),
+            format!("{}ms", move_every.as_millis()),
+        ),
+        ("FAKE_STOOQ_SEED".to_owned(), "1".to_owned()),
+    ];
+    let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
+    let outcome = async {
+        let users = stack
+            .create_users("stream_user_", user_count, false)
+            .await?;
+        let symbols = hot_symbols(cfg.stream_symbols);
+        let watchers = subscribers_per_symbol(subscribers, each, symbols.len());
+        let specs = (0..subscribers)
+            .map(|n| StreamSpec {
+                token: users[n % users.len()].token.clone(),
+                symbols: symbols_of(n, each, symbols.len()),
+            })
+            .collect();
+        let opening = std::time::Instant::now();
+        let subs =
+            Subscribers::open(&stack.api_url, &symbols, specs, STREAM_OPEN_CONCURRENCY).await?;
+        let open_s = opening.elapsed().as_secs_f64();
+        eprintln!("bench: {subscribers} streams opened in {open_s:.1} s");
+        let measured = async {
+            if !cfg.warmup.is_zero() {
+                tokio::time::sleep(cfg.warmup).await;
+            }
+            let mut peaks = RssFigures::before_runs(&stack.pids());
+            let mut runs = Vec::new();
+            let mut windows = Vec::new();
+            for n in 1..=cfg.runs {
+                stack.ensure_running()?;
+                let (hits_before, symbols_before) = stack.upstream_counters().await?;
+                let watch_before = stack.watch_counters().await;
+                let start_ms = unix_ms();
+                let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
+                tokio::time::sleep(cfg.duration).await;
+                peaks.add_run(&sampler.finish().await);
+                let end_ms = unix_ms();
+                let (hits_after, symbols_after) = stack.upstream_counters().await?;
+                let watch_after = stack.watch_counters().await;
+                let mut fig = RunFigures {
+                    duration_s: (end_ms - start_ms) as f64 / 1000.0,
+                    upstream_requests: Some(hits_after.saturating_sub(hits_before)),
+                    upstream_symbols: Some(symbols_after.saturating_sub(symbols_before)),
+                    load_avg_1m: load_avg_1m(),
+                    ..RunFigures::default()
+                };
+                if let (Some(before), Some(after)) = (watch_before, watch_after) {
+                    fig.refreshes = Some(after.0.saturating_sub(before.0));
+                    fig.live_published = Some(after.1.saturating_sub(before.1));
+                }
+                progress(
+                    &name,
+                    n,
+                    cfg.runs,
+                    &format!(
+                        "{:?} refreshes, {:?} upstream calls, {:?} changes published",
+                        fig.refreshes, fig.upstream_requests, fig.live_published
+                    ),
+                );
+                windows.push((start_ms, end_ms));
+                runs.push(fig);
+            }
+            Ok::<_, anyhow::Error>((runs, windows, peaks))
+        }
+        .await;
+        tokio::time::sleep(STREAM_GRACE).await;
+        let trouble = std::sync::Arc::clone(&subs.trouble);
+        let deliveries = subs.close().await?;
+        let (mut runs, windows, peaks) = measured?;
+        for (fig, (start_ms, end_ms)) in runs.iter_mut().zip(&windows) {
+            let got = account(&deliveries, *start_ms, *end_ms, &watchers);
+            fig.requests = got.delivered;
+            fig.rps = got.delivered as f64 / fig.duration_s.max(1e-9);
+            fig.p50_ms = got.latency.p50_ms;
+            fig.p99_ms = got.latency.p99_ms;
+            fig.max_ms = got.latency.max_ms;
+            fig.changes_seen = Some(got.changes_seen);
+            fig.deliveries_expected = Some(got.expected);
+        }
+        for (n, fig) in runs.iter().enumerate() {
+            progress(
+                &name,
+                n + 1,
+                cfg.runs,
+                &format!(
+                    "{} of {} deliveries, publish to client p50 {:.1} ms, p99 {:.1} ms",
+                    fig.requests,
+                    fig.deliveries_expected.unwrap_or(0),
+                    fig.p50_ms,
+                    fig.p99_ms
+                ),
+            );
+        }
+        let count =
+            |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (open_failed, ended_early, error_events, unreadable) = (
+            count(&trouble.open_failed),
+            count(&trouble.ended_early),
+            count(&trouble.error_events),
+            count(&trouble.unreadable),
+        );
+        let description = format!(
+            "GET /stream: {subscribers} SSE subscribers ({each} symbols each, {} per symbol) over {} symbols, \
+             {} users (STREAM_MAX_PER_USER={per_user}), WATCH_REFRESH={:?}, fake prices move every {:?}; \
+             req/s = change events delivered per second, latency = worker publish to client",
+            watchers.iter().copied().max().unwrap_or(0),
+            symbols.len(),
+            users.len(),
+            cfg.stream_refresh,
+            move_every,
+        );
+        let mut report = ScenarioReport::new(&name, &description, subscribers, runs);
+        report.checks.push(Check {
+            name: "every stream opened and stayed open".into(),
+            passed: open_failed == 0 && ended_early == 0,
+            detail: format!("{open_failed} failed to open, {ended_early} ended early"),
+        });
+        report.checks.push(Check {
+            name: "every event readable, with its publish instant".into(),
+            passed: error_events == 0 && unreadable == 0,
+            detail: format!("{error_events} error events, {unreadable} unreadable change events"),
+        });
+        report.checks.push(Check {
+            name: "every subscriber got every change of its symbols".into(),
+            passed: report.runs.iter().all(|r| {
+                r.requests > 0 && Some(r.requests) == r.deliveries_expected
+            }),
+            detail: format!(
+                "delivered / expected per run: {:?}",
+                report
+                    .runs
+                    .iter()
+                    .map(|r| format!("{}/{}", r.requests, r.deliveries_expected.unwrap_or(0)))
+                    .collect::<Vec<_>>()
+            ),
+        });
+        report.set_memory(stack.memory(&peaks));
+        let median_of = |f: &dyn Fn(&RunFigures) -> Option<f64>| {
+            let values: Vec<f64> = report.runs.iter().filter_map(f).collect();
+            (!values.is_empty()).then(|| median(&values))
+        };
+        let figures = [
+            (
+                "upstream_calls_per_refresh",
+                median_of(&|r| per_refresh(r.upstream_requests?, r.refreshes?)),
+            ),
+            (
+                "upstream_symbols_per_refresh",
+                median_of(&|r| per_refresh(r.upstream_symbols?, r.refreshes?)),
+            ),
+            (
+                "changes_published_per_refresh",
+                median_of(&|r| per_refresh(r.live_published?, r.refreshes?)),
+            ),
+            (
+                "refreshes_per_s",
+                median_of(&|r| Some(r.refreshes? as f64 / r.duration_s.max(1e-9))),
+            ),
+            (
+                "delivered_fraction",
+                median_of(&|r| {
+                    let expected = r.deliveries_expected.filter(|e| *e > 0)?;
+                    Some(r.requests as f64 / expected as f64)
+                }),
+            ),
+        ];
+        for (key, value) in figures {
+            if let Some(v) = value {
+                report.extra.insert(key.into(), serde_json::json!(v));
+            }
+        }
+        // What one refresh should cost upstream: one call per BATCH_SIZE watched symbols.
+        report.extra.insert(
+            "upstream_calls_per_refresh_expected".into(),
+            serde_json::json!(symbols.len().div_ceil(WORKER_BATCH_SIZE)),
+        );
+        report
+            .extra
+            .insert("streams_open_seconds".into(), serde_json::json!(open_s));
+        let _ = stack.snapshot_metrics(work_dir, &name).await;
         Ok::<_, anyhow::Error>(report)
     }
     .await;

@@ -86,6 +86,23 @@ pub struct Settings {
     #[arg(long, env = "BENCH_STATS_SYMBOLS", default_value_t = 5000)]
     pub stats_symbols: usize,
 
+    /// Concurrent SSE subscribers of the stream scenario.
+    #[arg(long, env = "BENCH_STREAM_SUBSCRIBERS", default_value_t = 1000)]
+    pub stream_subscribers: usize,
+
+    /// Distinct symbols the stream scenario's subscribers watch between them.
+    #[arg(long, env = "BENCH_STREAM_SYMBOLS", default_value_t = 100)]
+    pub stream_symbols: usize,
+
+    /// Symbols per stream (consecutive windows over the stream symbols).
+    #[arg(long, env = "BENCH_STREAM_SYMBOLS_EACH", default_value_t = 10)]
+    pub stream_symbols_each: usize,
+
+    /// quote_service `WATCH_REFRESH` in the stream scenario (the default 15 s would give few
+    /// changes per run).
+    #[arg(long, env = "BENCH_STREAM_REFRESH", default_value = "1s", value_parser = parse_duration)]
+    pub stream_refresh: Duration,
+
     /// Directory holding the release binaries (fake_stooq, quote_service, api_service,
     /// rpc_echo, http_baseline).
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]

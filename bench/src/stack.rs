@@ -69,6 +69,8 @@ pub struct StackOptions {
     /// tuning); applied last, so they override the harness's own settings.
     pub api_env: Vec<(String, String)>,
     pub quote_env: Vec<(String, String)>,
+    /// Extra environment for fake_stooq (moving prices).
+    pub fake_env: Vec<(String, String)>,
 }
 
 /// A child process of the stack.
@@ -225,11 +227,13 @@ impl Stack {
         let queue = format!("bench.quotes.{}", uuid::Uuid::new_v4().simple());
         let kv = |k: &str, v: String| (k.to_owned(), v);
 
+        let mut fake_env = log_env("fake_stooq").to_vec();
+        fake_env.extend(options.fake_env.iter().cloned());
         let mut fake = Service::spawn(
             "fake_stooq",
             &bins.path("fake_stooq")?,
             &["--addr", "127.0.0.1:0"],
-            &log_env("fake_stooq"),
+            &fake_env,
             work_dir,
         )?;
         let fake_url = format!("http://{}", fake.announced_addr().await?);
@@ -446,6 +450,22 @@ impl Stack {
             api_coalesced: metric_sum(&api, "quote_rpc_coalesced_total"),
             worker_messages: metric_sum(&quote, "quote_rpc_messages_total"),
         })
+    }
+
+    /// quote_service's watch counters now: (refreshes run, changed quotes published);
+    /// `None` when its `/metrics` cannot be read.
+    pub async fn watch_counters(&self) -> Option<(u64, u64)> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.quote_url))
+            .send()
+            .await
+            .ok()?;
+        let text = resp.error_for_status().ok()?.text().await.ok()?;
+        Some((
+            metric_sum(&text, "quote_watch_refreshes_total"),
+            metric_sum(&text, "quote_live_quotes_published_total"),
+        ))
     }
 
     /// Saves both services' `/metrics` into the work dir (for analysis after a run) and

@@ -81,6 +81,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Time to handle one RPC message, from receipt to ack",
     ),
     (
+        "quote_watch_refreshes_total",
+        Kind::Counter,
+        "Watch-list refreshes this worker ran (it was the active refresher and something was watched)",
+    ),
+    (
+        "quote_live_quotes_published_total",
+        Kind::Counter,
+        "Changed quotes this worker published to the live exchange",
+    ),
+    (
         "quote_http_requests_total",
         Kind::Counter,
         "HTTP requests served, by route (matched template, else unmatched) and status",
@@ -159,6 +169,8 @@ struct Inner {
     upstream_errors: [Counter; 6],
     rpc_messages: [Counter; 6],
     rpc_latency: Histogram,
+    watch_refreshes: Counter,
+    live_published: Counter,
 }
 
 impl Metrics {
@@ -199,6 +211,8 @@ impl Metrics {
             rpc_messages: RpcOutcome::ALL
                 .map(|o| labelled("quote_rpc_messages_total", "outcome", o.as_str())),
             rpc_latency: histogram("quote_rpc_handle_seconds"),
+            watch_refreshes: counter("quote_watch_refreshes_total"),
+            live_published: counter("quote_live_quotes_published_total"),
             handle,
             recorder,
         };
@@ -236,6 +250,16 @@ impl Metrics {
         self.inner.upstream_fetches.increment(1);
         self.inner.upstream_symbols.increment(symbols as u64);
         self.inner.upstream_latency.record(took.as_secs_f64());
+    }
+
+    /// One refresh of the watch list (counted whether or not anything changed).
+    pub fn watch_refreshed(&self) {
+        self.inner.watch_refreshes.increment(1);
+    }
+
+    /// One changed quote published to the live exchange.
+    pub fn live_published(&self) {
+        self.inner.live_published.increment(1);
     }
 
     pub fn upstream_retry(&self) {

@@ -127,6 +127,7 @@ impl Application {
                         refresh: settings.watch_refresh,
                         max_symbols: settings.watch_max_symbols as usize,
                         fetch_timeout: settings.request_timeout,
+                        metrics: state.metrics.clone(),
                     },
                     state.service.clone(),
                     watch,

@@ -66,6 +66,11 @@ pub struct LiveQuote {
     /// Lower-case, as watched (the quote itself carries the feed's upper-case spelling).
     pub symbol: String,
     pub quote: Quote,
+    /// When the refresher handed this message to the broker (Unix milliseconds, its wall
+    /// clock), passed on to stream clients so they can measure delivery latency. Added within
+    /// version 1: older workers leave it out and older API instances ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at_ms: Option<i64>,
 }
 
 /// A stable 64-bit fingerprint of everything a quote says: equal fingerprints mean "no change"
@@ -112,6 +117,27 @@ mod tests {
     fn fingerprint_changes_with_the_price_only() {
         assert_eq!(fingerprint(&quote(1.5)), fingerprint(&quote(1.5)));
         assert_ne!(fingerprint(&quote(1.5)), fingerprint(&quote(1.51)));
+    }
+
+    #[test]
+    fn a_live_quote_without_a_publish_instant_still_reads() {
+        let live = LiveQuote {
+            v: LIVE_VERSION,
+            symbol: "aapl.us".into(),
+            quote: quote(1.5),
+            published_at_ms: None,
+        };
+        let json = serde_json::to_value(&live).unwrap();
+        assert!(json.get("published_at_ms").is_none(), "{json}");
+        let back: LiveQuote = serde_json::from_value(json).unwrap();
+        assert_eq!(back, live);
+
+        let stamped = LiveQuote {
+            published_at_ms: Some(1_700_000_000_123),
+            ..live
+        };
+        let json = serde_json::to_string(&stamped).unwrap();
+        assert_eq!(serde_json::from_str::<LiveQuote>(&json).unwrap(), stamped);
     }
 
     #[test]

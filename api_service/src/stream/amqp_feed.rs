@@ -145,7 +145,7 @@ async fn session(
                 Some(Ok(delivery)) => match serde_json::from_slice::<LiveQuote>(&delivery.data) {
                     Ok(live) if live.v == LIVE_VERSION => match Symbol::parse(&live.symbol) {
                         Ok(symbol) => {
-                            hub.publish(&symbol, live.quote);
+                            hub.publish_at(&symbol, live.quote, live.published_at_ms);
                         }
                         Err(e) => tracing::warn!(error = %e, "live quote for an invalid symbol dropped"),
                     },

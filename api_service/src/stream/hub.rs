@@ -15,6 +15,10 @@ use tokio::sync::watch;
 pub struct Latest {
     pub quote: Quote,
     pub fingerprint: u64,
+    /// When the quote worker published it (Unix ms), for quotes that came over the live
+    /// exchange; passed on in the event so clients can measure delivery latency. Not part of
+    /// the fingerprint: a republished quote is still no news.
+    pub published_at_ms: Option<i64>,
 }
 
 impl Latest {
@@ -22,6 +26,7 @@ impl Latest {
         Self {
             fingerprint: fingerprint(&quote),
             quote,
+            published_at_ms: None,
         }
     }
 }
@@ -133,7 +138,15 @@ impl StreamHub {
     /// it is what they already have (a repeat after a leader change or a reconnect).
     /// Returns whether it was news.
     pub fn publish(&self, symbol: &Symbol, quote: Quote) -> bool {
-        let latest = Latest::new(quote);
+        self.publish_at(symbol, quote, None)
+    }
+
+    /// [`publish`](Self::publish) for a quote the worker published at `published_at_ms`.
+    pub fn publish_at(&self, symbol: &Symbol, quote: Quote, published_at_ms: Option<i64>) -> bool {
+        let latest = Latest {
+            published_at_ms,
+            ..Latest::new(quote)
+        };
         let inner = self.lock();
         let Some(entry) = inner.symbols.get(symbol) else {
             return false;
@@ -229,6 +242,18 @@ mod tests {
             !hub.publish(&sym("msft.us"), quote(1.0)),
             "nobody watches it"
         );
+    }
+
+    #[test]
+    fn a_repeat_keeps_the_first_publish_instant() {
+        let hub = StreamHub::new();
+        let sub = hub.subscribe(&[sym("aapl.us")]);
+
+        assert!(hub.publish_at(&sym("aapl.us"), quote(1.5), Some(1_000)));
+        assert!(!hub.publish_at(&sym("aapl.us"), quote(1.5), Some(2_000)));
+
+        let latest = sub.receivers[0].borrow().clone().unwrap();
+        assert_eq!(latest.published_at_ms, Some(1_000));
     }
 
     #[test]

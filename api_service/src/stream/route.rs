@@ -54,6 +54,14 @@ pub struct QuoteEvent {
     volume: Option<u64>,
     /// When the feed took the quote.
     time: chrono::DateTime<chrono::Utc>,
+    /// When the quote worker published this quote to the live exchange (Unix milliseconds,
+    /// the worker's clock): subtract it from the arrival time to get the delivery latency.
+    /// Only on quotes that came over the live feed (AMQP transport); absent on a quote the
+    /// stream fetched for its first event and over the HTTP transport. A first event may carry
+    /// an earlier instant (the quote the instance already held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 1715371209123_i64)]
+    published_at_ms: Option<i64>,
 }
 
 /// The data of an `error` event: no quote for one symbol at the start of the stream (the
@@ -325,6 +333,7 @@ impl Run {
             low: q.low,
             volume: q.volume,
             time: q.time,
+            published_at_ms: latest.published_at_ms,
         };
         self.send(event("quote", &data, &self.sent)).await
     }

@@ -241,6 +241,7 @@ async fn refresh(
     let changed = refresher.refresh(&symbols).await;
     span.record("changed", changed.len());
     stats.0.refreshes.fetch_add(1, Ordering::Relaxed);
+    config.metrics.watch_refreshed();
     if !changed.is_empty() {
         channel
             .exchange_declare(
@@ -251,8 +252,9 @@ async fn refresh(
             )
             .await?;
     }
-    for live in &changed {
-        let body = match serde_json::to_vec(live) {
+    for mut live in changed {
+        live.published_at_ms = Some(chrono::Utc::now().timestamp_millis());
+        let body = match serde_json::to_vec(&live) {
             Ok(body) => body,
             Err(e) => {
                 tracing::warn!(error = %e, "could not encode a live quote");
@@ -269,6 +271,7 @@ async fn refresh(
             )
             .await?;
         stats.0.published.fetch_add(1, Ordering::Relaxed);
+        config.metrics.live_published();
     }
     tracing::debug!("watch list refreshed");
     Ok(())

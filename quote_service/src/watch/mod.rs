@@ -39,6 +39,8 @@ pub struct WatchConfig {
     pub max_symbols: usize,
     /// Upstream time limit of one refresh.
     pub fetch_timeout: Duration,
+    /// Where refreshes and published quotes are counted for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What the watch is doing, for tests and diagnostics. Cheap to clone.

@@ -52,6 +52,8 @@ impl Refresher {
                     v: LIVE_VERSION,
                     symbol: symbol.as_str().to_owned(),
                     quote: quote.clone(),
+                    // Stamped by the publisher, right before the message goes out.
+                    published_at_ms: None,
                 });
             }
         }

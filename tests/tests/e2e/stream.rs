@@ -107,6 +107,30 @@ async fn a_price_change_reaches_the_subscriber_within_one_refresh() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_carries_the_instant_the_worker_published_it() {
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    let mut stream = open(&app, &app.address, &token, "aapl.us").await;
+    first_events(&mut stream, 1).await;
+    refreshes_with(&app, 1, 1).await;
+
+    app.stooq.advance_prices();
+    let asked_at = chrono::Utc::now().timestamp_millis();
+    let change = stream.next_event(REFRESH + SLACK).await.expect("a change");
+    let received_at = chrono::Utc::now().timestamp_millis();
+
+    let published = change.json()["published_at_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no published_at_ms in {}", change.data));
+    assert!(
+        (asked_at..=received_at).contains(&published),
+        "published at {published}, prices moved at {asked_at}, received at {received_at}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_instances_both_deliver_the_change_from_one_worker_fetch() {
     let Some(app) = stack().spawn().await else {
         return;
