@@ -59,23 +59,8 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list, users::create))
         .routes(routes!(account::change_password))
         .routes(routes!(users::update, users::delete))
-        .merge(shadowed_user_routes())
         .routes(routes!(stats::stats))
         .routes(routes!(health::healthz))
-}
-
-/// `PATCH`/`DELETE /api/v1/users/{username}` for the usernames that are also a fixed path
-/// (`history`, `history.csv`): the router prefers the fixed path, which would answer 405 and
-/// leave such accounts unmanageable. Documented once, under the template.
-fn shadowed_user_routes() -> OpenApiRouter<AppState> {
-    users::SHADOWED_USER_PATHS
-        .iter()
-        .fold(OpenApiRouter::new(), |router, path| {
-            router.route(
-                path,
-                axum::routing::patch(users::update).delete(users::delete),
-            )
-        })
 }
 
 /// What only operators need: readiness and metrics (the docs are added by [`with_docs`]).

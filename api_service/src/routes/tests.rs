@@ -1194,36 +1194,6 @@ async fn api_answers_are_never_stored_by_caches() {
     }
 }
 
-/// `history` and `history.csv` are valid usernames, but `/api/v1/users/history(.csv)` is
-/// also the history's own path: such accounts must still be changed and deleted.
-#[tokio::test]
-async fn accounts_named_like_the_history_paths_can_be_changed_and_deleted() {
-    let app = app().await;
-    let admin = app.login("root", "root-password").await;
-    for name in ["history", "history.csv"] {
-        test_support::add_user(&app.store, name, "long-enough-password", Role::User).await;
-
-        let promoted = app.patch_user(&admin, name, r#"{"role":"admin"}"#).await;
-        let deleted = app.delete_user(&admin, name).await;
-
-        assert_eq!(promoted.status, StatusCode::OK, "{name}: {}", promoted.body);
-        assert_eq!(promoted.body["role"], "admin", "{name}");
-        assert_eq!(
-            deleted.status,
-            StatusCode::NO_CONTENT,
-            "{name}: {}",
-            deleted.body
-        );
-        assert!(app.store.user_by_username(name).await.unwrap().is_none());
-    }
-    // The history itself is untouched.
-    let user = app.login("alice", "alice-password").await;
-    assert_eq!(
-        app.get("/api/v1/users/history", Some(&user)).await.status,
-        StatusCode::OK
-    );
-}
-
 #[tokio::test]
 async fn a_username_in_the_path_that_is_not_utf8_is_the_json_404() {
     let app = app().await;

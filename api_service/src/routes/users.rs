@@ -4,7 +4,7 @@
 //! service without an admin.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, MatchedPath, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -275,12 +275,6 @@ fn existing_name(username: &str) -> Result<(), ApiError> {
     users::validate_username(username).map_err(|_| no_such_user(username))
 }
 
-/// Paths of other endpoints that are also `/api/v1/users/{username}` for a valid username:
-/// the router picks the fixed path, so `PATCH` and `DELETE` are routed there as well (see
-/// [`crate::routes`]) and [`TargetUser`] reads the name from the path itself.
-pub(super) const SHADOWED_USER_PATHS: [&str; 2] =
-    ["/api/v1/users/history", "/api/v1/users/history.csv"];
-
 /// The `{username}` a `PATCH` or `DELETE` is about. A name that is not UTF-8 once
 /// percent-decoded names no account: the JSON 404, not axum's plain-text 400.
 pub struct TargetUser(String);
@@ -289,19 +283,6 @@ impl<S: Send + Sync> FromRequestParts<S> for TargetUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let shadowed = parts
-            .extensions
-            .get::<MatchedPath>()
-            .and_then(|matched| {
-                SHADOWED_USER_PATHS
-                    .iter()
-                    .find(|path| **path == matched.as_str())
-            })
-            .and_then(|path| path.rsplit_once('/'))
-            .map(|(_, name)| name.to_owned());
-        if let Some(name) = shadowed {
-            return Ok(Self(name));
-        }
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(name)) => Ok(Self(name)),
             Err(_) => Err(ApiError::NotFound(
