@@ -363,7 +363,13 @@ fn json_body_cases(target: &str, fields: &[(&str, Value)]) -> Vec<Case> {
             .content_type(None)
             .status(415),
         post("duplicate key", duplicate_first_key(&valid).into_bytes()).status(422),
-        Case::get(format!("GET instead of POST ({target})"), target).status(405),
+        // PUT: every JSON target here is POST-only (GET /api/v1/users lists users).
+        Case::new(
+            format!("PUT instead of POST ({target})"),
+            Method::PUT,
+            target,
+        )
+        .status(405),
     ];
     for (key, _) in fields {
         cases.push(post(&format!("{key} missing"), without(key).into_bytes()).status(422));
