@@ -1,8 +1,8 @@
 //! The live-quote feed without a broker (QUOTE_TRANSPORT=http): every `WATCH_REFRESH` the
-//! instance asks the quote service for each symbol its streams watch and hands the answers
+//! instance asks the quote service for the symbols its streams watch and hands the answers
 //! to the [`StreamHub`], which passes on only what changed. Same SSE contract; the cost is
-//! one quote request per watched symbol per instance per interval, and answers may be as old
-//! as the quote service's CACHE_TTL.
+//! one batch request (contract v2, up to [`MAX_BATCH_SYMBOLS`] symbols each) per instance per
+//! interval, and answers may be as old as the quote service's CACHE_TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +10,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use shared::{MAX_BATCH_SYMBOLS, Symbol};
+
 use super::hub::StreamHub;
 use crate::transport::QuoteTransport;
 
-/// Quote requests in flight at once per poll.
-const POLL_CONCURRENCY: usize = 16;
+/// Batch requests in flight at once per poll (each up to [`MAX_BATCH_SYMBOLS`] symbols).
+const POLL_CONCURRENCY: usize = 4;
 
 pub async fn run(
     transport: Arc<dyn QuoteTransport>,
@@ -35,13 +37,17 @@ pub async fn run(
             continue;
         }
         let request_id = format!("watch-poll-{}", uuid::Uuid::new_v4().simple());
-        let answers = futures::stream::iter(watched)
-            .map(|symbol| {
+        let batches: Vec<Vec<Symbol>> = watched
+            .chunks(MAX_BATCH_SYMBOLS)
+            .map(<[Symbol]>::to_vec)
+            .collect();
+        let answers = futures::stream::iter(batches)
+            .map(|batch| {
                 let transport = Arc::clone(&transport);
                 let request_id = request_id.clone();
                 async move {
-                    let result = transport.get_quote(&symbol, &request_id).await;
-                    (symbol, result)
+                    let results = transport.get_quotes(&batch, &request_id).await;
+                    (batch, results)
                 }
             })
             .buffer_unordered(POLL_CONCURRENCY)
@@ -50,13 +56,86 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             answers = answers => answers,
         };
-        for (symbol, result) in answers {
-            match result {
-                Ok(quote) => {
-                    hub.publish(&symbol, quote);
+        for (batch, results) in answers {
+            let results = match results {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::debug!(symbols = batch.len(), error = %e, "watch poll got no answer");
+                    continue;
                 }
-                Err(e) => tracing::debug!(%symbol, error = %e, "watch poll got no quote"),
+            };
+            for (symbol, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(quote) => {
+                        hub.publish(symbol, quote);
+                    }
+                    Err(e) => tracing::debug!(%symbol, error = %e, "watch poll got no quote"),
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use shared::Quote;
+
+    use super::*;
+    use crate::transport::{SymbolResult, TransportError};
+
+    /// Records each batch it is asked for; a single-symbol call is a failure of the poller.
+    #[derive(Default)]
+    struct RecordingTransport {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl QuoteTransport for RecordingTransport {
+        async fn get_quote(&self, symbol: &Symbol, _: &str) -> Result<Quote, TransportError> {
+            panic!("{symbol} polled on its own instead of in a batch")
+        }
+        async fn get_quotes(
+            &self,
+            symbols: &[Symbol],
+            _: &str,
+        ) -> Result<Vec<SymbolResult>, TransportError> {
+            self.batches.lock().unwrap().push(symbols.len());
+            Ok(symbols
+                .iter()
+                .map(|_| Err(TransportError::Unavailable("test".into())))
+                .collect())
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_poll_asks_for_the_watched_symbols_in_batches_of_the_contract_maximum() {
+        let transport = Arc::new(RecordingTransport::default());
+        let hub = StreamHub::new();
+        let symbols: Vec<Symbol> = (0..MAX_BATCH_SYMBOLS + 10)
+            .map(|i| Symbol::parse(&format!("s{i}.us")).unwrap())
+            .collect();
+        let _subscription = hub.subscribe(&symbols);
+        let shutdown = CancellationToken::new();
+        let every = Duration::from_secs(15);
+
+        let poller = tokio::spawn(run(
+            transport.clone(),
+            Arc::clone(&hub),
+            every,
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(every + Duration::from_millis(1)).await;
+        shutdown.cancel();
+        poller.await.unwrap();
+
+        let mut batches = transport.batches.lock().unwrap().clone();
+        batches.sort_unstable();
+        assert_eq!(batches, [10, MAX_BATCH_SYMBOLS]);
     }
 }
