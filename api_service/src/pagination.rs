@@ -11,10 +11,46 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MIN_LIMIT: u32 = 1;
 pub const MAX_LIMIT: u32 = 1000;
+
+/// The `limit` query parameter as documented, its bounds the ones [`parse_limit`] applies;
+/// `items` names what a page holds ("Entries", "Users").
+pub fn limit_param(items: &str) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(MIN_LIMIT))
+        .maximum(Some(MAX_LIMIT));
+    ParameterBuilder::new()
+        .name("limit")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(format!("{items} per page (default {DEFAULT_LIMIT})")))
+        .schema(Some(schema))
+        .example(Some(50.into()))
+        .build()
+}
+
+/// The `cursor` query parameter as documented: `pattern` is the form the endpoint's own
+/// cursor parser accepts.
+pub fn cursor_param(pattern: String, description: &str) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern));
+    ParameterBuilder::new()
+        .name("cursor")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
 
 /// First byte of every cursor this version issues.
 const CURSOR_VERSION: u8 = 1;

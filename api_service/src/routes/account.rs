@@ -90,8 +90,7 @@ pub async fn change_password(
         role: None,
         password_hash: Some(password_hash),
     };
-    let outcome = state.store.change_user(&user.username, change).await?;
-    state.users.invalidate(user.id);
+    let outcome = super::users::apply(&state, &user.username, change).await?;
     match outcome {
         ChangeOutcome::Updated(_) => {
             tracing::info!("password changed by its owner");

@@ -148,7 +148,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .set_transport_ready(state.transport.is_ready());
     state.metrics.set_stream_stats(
         state.streams.caps.open_streams(),
-        state.streams.hub.watched().len(),
+        state.streams.hub.watched_count(),
         state.streams.feed_connected(),
     );
     (

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -71,36 +71,13 @@ pub(super) fn symbol_in_query(symbol: &Symbol) -> String {
 /// the ones [`parse_limit`] and [`Cursor::decode`] apply.
 impl utoipa::IntoParams for HistoryParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let limit = ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-            .minimum(Some(pagination::MIN_LIMIT))
-            .maximum(Some(pagination::MAX_LIMIT));
-        let cursor = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(pagination::cursor_pattern()));
         vec![
-            ParameterBuilder::new()
-                .name("limit")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(format!(
-                    "Entries per page (default {})",
-                    pagination::DEFAULT_LIMIT
-                )))
-                .schema(Some(limit))
-                .example(Some(50.into()))
-                .build(),
-            ParameterBuilder::new()
-                .name("cursor")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(
-                    "Opaque position from a previous page's `Link` header; absent (or empty) \
+            pagination::limit_param("Entries"),
+            pagination::cursor_param(
+                pagination::cursor_pattern(),
+                "Opaque position from a previous page's `Link` header; absent (or empty) \
                      for the first page",
-                ))
-                .schema(Some(cursor))
-                .build(),
+            ),
             symbol_filter_param(),
         ]
     }

@@ -111,7 +111,6 @@ pub async fn history_csv(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=\"history.csv\""),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

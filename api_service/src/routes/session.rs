@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -53,14 +53,6 @@ impl SessionView {
     }
 }
 
-/// A session's answer: never stored by a cache (it holds the CSRF token).
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// The same checks, throttle and answers as `POST /api/v1/login`; the token is set as the
 /// `sq_session` cookie (HttpOnly, SameSite=Strict, Path=/, Max-Age = the token's lifetime,
 /// Secure when COOKIE_SECURE=true) instead of being returned.
@@ -107,7 +99,7 @@ pub async fn create(
         .session_cookie
         .set(&issued.token)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a token that is not a header")))?;
-    Ok(no_store(([cookie], Json(view)).into_response()))
+    Ok(([cookie], Json(view)).into_response())
 }
 
 /// The page asks this at start-up: who is signed in (by the cookie, or a bearer token), and
@@ -134,7 +126,7 @@ pub async fn show(State(state): State<AppState>, session: Session) -> Result<Res
         &session.jti,
         session.expires_at,
     )?;
-    Ok(no_store(Json(view).into_response()))
+    Ok(Json(view).into_response())
 }
 
 /// Revokes the presented token (like `POST /api/v1/logout`) and tells the browser to drop
@@ -158,5 +150,5 @@ pub async fn show(State(state): State<AppState>, session: Session) -> Result<Res
 pub async fn delete(State(state): State<AppState>, session: Session) -> Result<Response, ApiError> {
     revoke(&state, session).await?;
     let cookie = state.session_cookie.clear();
-    Ok(no_store((StatusCode::NO_CONTENT, [cookie]).into_response()))
+    Ok((StatusCode::NO_CONTENT, [cookie]).into_response())
 }

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
-use utoipa::openapi::Required;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -101,36 +100,13 @@ fn cursor_pattern() -> String {
 /// Written by hand so the bounds come from the constants the parsers apply.
 impl utoipa::IntoParams for ListParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let limit = ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-            .minimum(Some(pagination::MIN_LIMIT))
-            .maximum(Some(pagination::MAX_LIMIT));
-        let cursor = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(cursor_pattern()));
         vec![
-            ParameterBuilder::new()
-                .name("limit")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(format!(
-                    "Users per page (default {})",
-                    pagination::DEFAULT_LIMIT
-                )))
-                .schema(Some(limit))
-                .example(Some(50.into()))
-                .build(),
-            ParameterBuilder::new()
-                .name("cursor")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(
-                    "Position from a previous page's `Link` header (the last username it \
+            pagination::limit_param("Users"),
+            pagination::cursor_param(
+                cursor_pattern(),
+                "Position from a previous page's `Link` header (the last username it \
                      showed); absent (or empty) for the first page",
-                ))
-                .schema(Some(cursor))
-                .build(),
+            ),
         ]
     }
 }
@@ -255,7 +231,7 @@ const LAST_ADMIN: &str = "the last admin cannot be deleted or demoted; make anot
 
 /// Applies `change`, dropping this instance's cached view of the user at once (the others
 /// within their cache TTL).
-async fn apply(
+pub(super) async fn apply(
     state: &AppState,
     username: &str,
     change: UserChange,

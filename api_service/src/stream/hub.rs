@@ -182,6 +182,11 @@ impl StreamHub {
         symbols
     }
 
+    /// How many symbols [`watched`](Self::watched) would list, without copying them.
+    pub fn watched_count(&self) -> usize {
+        self.lock().symbols.len()
+    }
+
     /// Changes whenever [`watched`](Self::watched) may have changed.
     pub fn watched_changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()

@@ -297,7 +297,7 @@ async fn send_loop<T: BatchWire>(
         let calls = batch.callers.iter().map(Vec::len).sum::<usize>();
         counts.requests.fetch_add(1, Ordering::Relaxed);
         counts.calls.fetch_add(calls as u64, Ordering::Relaxed);
-        if calls > 1 {
+        if calls > 1 && tracing::enabled!(tracing::Level::DEBUG) {
             let request_ids: Vec<&str> = batch
                 .callers
                 .iter()

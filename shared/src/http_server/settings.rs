@@ -55,7 +55,6 @@ impl Default for HttpServerSettings {
     }
 }
 
-/// A duration that must not be zero: a zero timeout would close every connection at once.
 #[cfg(test)]
 mod tests {
     use clap::Parser;
