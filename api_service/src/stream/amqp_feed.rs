@@ -8,6 +8,10 @@
 //! binds everything watched again; what changed meanwhile reaches the streams with the next
 //! refresh, and the hub drops what they already have. Withdraws its interest on shutdown;
 //! after a crash the workers drop it once its TTL runs out.
+//!
+//! The connection opens only once some stream watches a symbol: an instance nobody streams
+//! from holds no second connection (its buffers were most of the idle API's memory over the
+//! 30 MB target). Once open it stays open.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,6 +63,9 @@ pub async fn run(
     let broker = ::shared::endpoint::of_url(&config.url);
     let mut pause = RECONNECT_FIRST;
     while !shutdown.is_cancelled() {
+        if !watchers_arrive(&hub, &shutdown).await {
+            break;
+        }
         let result = session(&config, &hub, &connected, &shutdown, &mut pause).await;
         connected.store(false, Ordering::Relaxed);
         match result {
@@ -72,6 +79,22 @@ pub async fn run(
                 }
                 pause = (pause * 2).min(RECONNECT_CAP);
             }
+        }
+    }
+}
+
+/// Waits until some stream watches a symbol; false on shutdown.
+async fn watchers_arrive(hub: &StreamHub, shutdown: &CancellationToken) -> bool {
+    let mut changes = hub.watched_changes();
+    loop {
+        if hub.watched_count() > 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            changed = changes.changed() => if changed.is_err() {
+                return false;
+            },
         }
     }
 }

@@ -598,3 +598,44 @@ async fn a_password_change_or_a_deletion_ends_the_users_streams() {
         );
     }
 }
+
+/// The API's `stream_feed_connected` gauge.
+async fn feed_connected(app: &TestApp) -> bool {
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("stream_feed_connected "))
+        .expect("the stream_feed_connected gauge");
+    line.ends_with(" 1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_connects_to_the_broker_only_once_a_stream_opens() {
+    let Some(app) = stack().spawn().await else {
+        return;
+    };
+    let token = app.token_for("alice", Role::User).await;
+    // An eager feed connects within milliseconds of start-up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !feed_connected(&app).await,
+        "no stream, so no second broker connection"
+    );
+
+    let mut stream = open(&app, &app.address, &token, "aapl.us").await;
+    first_events(&mut stream, 1).await;
+
+    let deadline = Instant::now() + FIRST;
+    while !feed_connected(&app).await {
+        assert!(Instant::now() < deadline, "the feed never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
