@@ -11,7 +11,9 @@
 //! broker round trip. The window bounds how much older than a fresh RPC's answer a reused
 //! quote can be. Errors (not found, upstream failures, timeouts, unavailable) are never
 //! reused: the flight removes itself on landing, so the next request asks afresh and fast
-//! failure reporting is unchanged. Landed entries expire and are pruned as new flights are
+//! failure reporting is unchanged. Once half the window has passed, the next request for the
+//! symbol starts a refresh in the background (still answered with the landed quote), so hot
+//! symbols are refreshed ahead and no request waits for their RPC. Landed entries expire and are pruned as new flights are
 //! inserted, so many distinct symbols cannot grow the map without bound.
 
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ use tracing::Instrument;
 use super::{QuoteTransport, TransportError};
 
 type FlightResult = Result<Quote, TransportError>;
+type SharedResult = Shared<BoxFuture<'static, FlightResult>>;
 
 /// The map is pruned of expired entries when it reaches this size at least (and then when
 /// it doubles past what survived), so pruning costs amortised O(1) per inserted flight.
@@ -36,12 +39,29 @@ const MIN_PRUNE_AT: usize = 1024;
 
 enum Entry {
     /// An RPC in the air; joiners await its shared result.
-    InFlight {
-        id: u64,
-        result: Shared<BoxFuture<'static, FlightResult>>,
+    InFlight { id: u64, result: SharedResult },
+    /// A successful answer, handed out until `expires`. The first request after
+    /// `refresh_at` (half the window) starts a refresh in the background and is still
+    /// answered with this quote, so a symbol asked for steadily never makes a request wait
+    /// for an RPC: the refresh lands and replaces it before it expires.
+    Landed {
+        quote: Quote,
+        expires: Instant,
+        refresh_at: Instant,
+        /// The refreshing flight's id, while one is in the air.
+        refreshing: Option<u64>,
     },
-    /// A successful answer, handed out until `expires`.
-    Landed { quote: Quote, expires: Instant },
+}
+
+impl Entry {
+    fn landed(quote: Quote, now: Instant, window: Duration) -> Self {
+        Entry::Landed {
+            quote,
+            expires: now + window,
+            refresh_at: now + window / 2,
+            refreshing: None,
+        }
+    }
 }
 
 struct Flights {
@@ -121,72 +141,94 @@ fn lock(flights: &SharedFlights) -> std::sync::MutexGuard<'_, Flights> {
     flights.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl SingleFlight {
+    /// Spawns the RPC for `symbol` (a task, so it lands even if every caller goes away) and
+    /// returns its id and shared result. The caller holds the map lock and records the
+    /// flight before releasing it, so the task's update on landing always comes after.
+    fn launch(&self, symbol: &Symbol, request_id: &str) -> (u64, SharedResult) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::clone(&self.inner);
+        let map = Arc::clone(&self.flights);
+        let key = symbol.clone();
+        let request_id = request_id.to_owned();
+        let window = self.reuse_window;
+        let task = tokio::spawn(
+            async move {
+                let result = inner.get_quote(&key, &request_id).await;
+                let now = Instant::now();
+                let mut flights = lock(&map);
+                let (ours, refreshing) = match flights.entries.get(&key) {
+                    Some(Entry::InFlight { id: current, .. }) => (*current == id, false),
+                    Some(Entry::Landed { refreshing, .. }) => (*refreshing == Some(id), true),
+                    None => (false, false),
+                };
+                if ours {
+                    match &result {
+                        Ok(quote) if !window.is_zero() => {
+                            flights
+                                .entries
+                                .insert(key, Entry::landed(quote.clone(), now, window));
+                        }
+                        // A failed refresh: the landed quote serves out its window, then the
+                        // next request asks afresh and meets the error itself.
+                        Err(_) if refreshing => {
+                            if let Some(Entry::Landed { refreshing, .. }) =
+                                flights.entries.get_mut(&key)
+                            {
+                                *refreshing = None;
+                            }
+                        }
+                        _ => {
+                            flights.entries.remove(&key);
+                        }
+                    }
+                }
+                result
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let shared = async move {
+            task.await.unwrap_or_else(|err| {
+                tracing::error!(error = %err, "quote request task failed");
+                Err(TransportError::Quote(QuoteError::new(
+                    ErrorCode::Internal,
+                    "quote request task failed",
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        (id, shared)
+    }
+}
+
 #[async_trait]
 impl QuoteTransport for SingleFlight {
     async fn get_quote(&self, symbol: &Symbol, request_id: &str) -> FlightResult {
         let result = {
             let mut flights = lock(&self.flights);
             let now = Instant::now();
-            match flights.entries.get(symbol) {
+            match flights.entries.get_mut(symbol) {
                 Some(Entry::InFlight { id, result }) => {
                     tracing::debug!(%symbol, flight = id, "joining in-flight quote request");
                     self.joined.fetch_add(1, Ordering::Relaxed);
                     result.clone()
                 }
-                Some(Entry::Landed { quote, expires }) if *expires > now => {
+                Some(Entry::Landed {
+                    quote,
+                    expires,
+                    refresh_at,
+                    refreshing,
+                }) if *expires > now => {
                     tracing::debug!(%symbol, "reusing a quote that landed moments ago");
+                    if refreshing.is_none() && now >= *refresh_at {
+                        *refreshing = Some(self.launch(symbol, request_id).0);
+                    }
                     self.joined.fetch_add(1, Ordering::Relaxed);
                     return Ok(quote.clone());
                 }
                 _ => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let inner = Arc::clone(&self.inner);
-                    let map = Arc::clone(&self.flights);
-                    let key = symbol.clone();
-                    let request_id = request_id.to_owned();
-                    let window = self.reuse_window;
-                    // The map lock is held until the flight is inserted, so the task's
-                    // update below can never run before the insertion.
-                    let task = tokio::spawn(
-                        async move {
-                            let result = inner.get_quote(&key, &request_id).await;
-                            let mut flights = lock(&map);
-                            let ours = matches!(
-                                flights.entries.get(&key),
-                                Some(Entry::InFlight { id: current, .. }) if *current == id
-                            );
-                            if ours {
-                                match &result {
-                                    Ok(quote) if !window.is_zero() => {
-                                        let expires = Instant::now() + window;
-                                        flights.entries.insert(
-                                            key,
-                                            Entry::Landed {
-                                                quote: quote.clone(),
-                                                expires,
-                                            },
-                                        );
-                                    }
-                                    _ => {
-                                        flights.entries.remove(&key);
-                                    }
-                                }
-                            }
-                            result
-                        }
-                        .instrument(tracing::Span::current()),
-                    );
-                    let shared = async move {
-                        task.await.unwrap_or_else(|err| {
-                            tracing::error!(error = %err, "quote request task failed");
-                            Err(TransportError::Quote(QuoteError::new(
-                                ErrorCode::Internal,
-                                "quote request task failed",
-                            )))
-                        })
-                    }
-                    .boxed()
-                    .shared();
+                    let (id, shared) = self.launch(symbol, request_id);
                     flights.prune_if_large(now);
                     flights.entries.insert(
                         symbol.clone(),
@@ -377,6 +419,96 @@ mod tests {
         assert_eq!(second.close, 1.0);
         assert_eq!(up.calls.load(Ordering::SeqCst), 2);
         assert_eq!(sf.flight_counts(), Some((2, 5)));
+    }
+
+    #[tokio::test]
+    async fn past_half_its_window_a_quote_is_refreshed_in_the_background() {
+        let up = Arc::new(Succeeds {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(20),
+        });
+        let sf = SingleFlight::with_reuse_window(up.clone(), Duration::from_millis(300));
+        let aapl = Symbol::parse("aapl.us").unwrap();
+        let first = sf.get_quote(&aapl, "r").await.unwrap();
+
+        tokio::time::sleep(Duration::from_millis(170)).await;
+        // Answered with the landed quote at once; the refresh flies behind it.
+        assert_eq!(sf.get_quote(&aapl, "r").await.unwrap(), first);
+        assert_eq!(sf.flight_counts(), Some((2, 1)), "a refresh was launched");
+        assert_eq!(sf.get_quote(&aapl, "r").await.unwrap(), first);
+        assert_eq!(sf.flight_counts(), Some((2, 2)), "one refresh at a time");
+
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let refreshed = sf.get_quote(&aapl, "r").await.unwrap();
+        assert_eq!(
+            refreshed.close, 1.0,
+            "the refreshed quote replaced the first"
+        );
+        // Past the first quote's window, the refreshed one is still served without a wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sf.get_quote(&aapl, "r").await.unwrap(), refreshed);
+        assert_eq!(sf.in_flight(), 0, "no request waited on a flight");
+    }
+
+    /// Answers the first call with a quote and every later one with an upstream error.
+    struct FailsAfterFirst {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl QuoteTransport for FailsAfterFirst {
+        async fn get_quote(&self, symbol: &Symbol, _: &str) -> FlightResult {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if n > 0 {
+                return Err(TransportError::Quote(QuoteError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "feed down",
+                )));
+            }
+            let time = chrono::Utc::now();
+            Ok(Quote {
+                symbol: symbol.as_str().to_uppercase(),
+                name: "Test".into(),
+                open: 1.0,
+                high: 1.0,
+                low: 1.0,
+                close: 1.0,
+                volume: None,
+                time,
+                local_date: time.date_naive(),
+                local_time: time.time(),
+            })
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_leaves_the_quote_to_its_window_then_the_error_is_met() {
+        let up = Arc::new(FailsAfterFirst {
+            calls: AtomicUsize::new(0),
+        });
+        let sf = SingleFlight::with_reuse_window(up.clone(), Duration::from_millis(200));
+        let aapl = Symbol::parse("aapl.us").unwrap();
+        let first = sf.get_quote(&aapl, "r").await.unwrap();
+
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(sf.get_quote(&aapl, "r").await.unwrap(), first);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            sf.get_quote(&aapl, "r").await.unwrap(),
+            first,
+            "the refresh failed, the quote is still within its window"
+        );
+        assert!(sf.flight_counts().unwrap().0 >= 2, "a refresh was tried");
+
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            sf.get_quote(&aapl, "r").await.is_err(),
+            "past the window the caller meets the feed's error"
+        );
     }
 
     #[tokio::test]
