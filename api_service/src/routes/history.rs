@@ -2,11 +2,12 @@
 //! paginated with `?limit=` and an opaque `?cursor=` from the `Link` header, optionally only
 //! those of one `?symbol=`.
 
-use axum::Json;
+use std::fmt;
+
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::SecondsFormat;
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::openapi::Required;
@@ -83,6 +84,8 @@ impl utoipa::IntoParams for HistoryParams {
     }
 }
 
+/// The documented shape of a page entry; pages are written by [`ItemView`], checked to
+/// match in the tests.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HistoryItem {
     /// When the quote was requested (UTC, RFC 3339, whole seconds).
@@ -102,18 +105,60 @@ pub struct HistoryItem {
     close: f64,
 }
 
-impl From<HistoryEntry> for HistoryItem {
-    fn from(e: HistoryEntry) -> Self {
-        Self {
-            date: e.requested_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            name: e.name,
-            symbol: e.symbol,
-            open: e.open,
-            high: e.high,
-            low: e.low,
-            close: e.close,
-        }
+/// A page entry written as a [`HistoryItem`] straight from the store's row: no intermediate
+/// item, and the date formatted into the output rather than into a `String` of its own.
+struct ItemView<'a>(&'a HistoryEntry);
+
+impl Serialize for ItemView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let e = self.0;
+        let mut item = serializer.serialize_struct("HistoryItem", 7)?;
+        item.serialize_field("date", &Rfc3339Seconds(e.requested_at))?;
+        item.serialize_field("name", &e.name)?;
+        item.serialize_field("symbol", &e.symbol)?;
+        item.serialize_field("open", &e.open)?;
+        item.serialize_field("high", &e.high)?;
+        item.serialize_field("low", &e.low)?;
+        item.serialize_field("close", &e.close)?;
+        item.end()
     }
+}
+
+/// `2024-05-10T20:00:09Z`: what `to_rfc3339_opts(SecondsFormat::Secs, true)` gives.
+struct Rfc3339Seconds(DateTime<Utc>);
+
+impl Serialize for Rfc3339Seconds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl fmt::Display for Rfc3339Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        if !(0..=9999).contains(&t.year()) {
+            return f.write_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+}
+
+/// The page as JSON, written once into a buffer sized for it (a 100-entry page is ~11 KB).
+fn page_json(rows: &[HistoryEntry]) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(2 + rows.len() * 128);
+    serde_json::to_writer(&mut body, &rows.iter().map(ItemView).collect::<Vec<_>>())
+        .map_err(|err| ApiError::Internal(err.into()))?;
+    Ok(body)
 }
 
 #[utoipa::path(
@@ -169,8 +214,14 @@ pub async fn history(
         .then(|| rows.last().map(|last| Cursor(last.id)))
         .flatten();
 
-    let items: Vec<HistoryItem> = rows.into_iter().map(HistoryItem::from).collect();
-    let mut response = Json(items).into_response();
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        page_json(&rows)?,
+    )
+        .into_response();
     if let Some(cursor) = next {
         let filter = symbol
             .as_ref()
@@ -185,4 +236,48 @@ pub async fn history(
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_written_exactly_as_the_documented_item() {
+        for stamp in [
+            "2024-05-10T20:00:09.123456Z",
+            "1999-01-02T03:04:05Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+        ] {
+            let requested_at: DateTime<Utc> = stamp.parse().unwrap();
+            let entry = HistoryEntry {
+                id: 7,
+                requested_at,
+                symbol: "AAPL.US".into(),
+                name: "Apple \"Inc\", \u{e9}".into(),
+                open: 182.35,
+                high: 184.2,
+                low: 1e-7,
+                close: 183.05,
+            };
+            let item = HistoryItem {
+                date: requested_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                name: entry.name.clone(),
+                symbol: entry.symbol.clone(),
+                open: entry.open,
+                high: entry.high,
+                low: entry.low,
+                close: entry.close,
+            };
+
+            let written =
+                String::from_utf8(page_json(std::slice::from_ref(&entry)).unwrap()).unwrap();
+
+            assert_eq!(
+                written,
+                format!("[{}]", serde_json::to_string(&item).unwrap())
+            );
+        }
+    }
 }

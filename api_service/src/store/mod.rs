@@ -133,7 +133,7 @@ pub struct HistoryEntry {
     /// The entry's position in its user's history, increasing in commit order: the
     /// keyset-pagination cursor (`id < cursor`, newest first). SQLite's row id (one writer at
     /// a time, so ids are assigned in commit order); PostgreSQL's per-user `seq` (see
-    /// `postgres::assign_positions`), since identity ids are not.
+    /// `postgres::insert_rows`), since identity ids are not.
     pub id: i64,
     pub requested_at: DateTime<Utc>,
     pub symbol: String,
