@@ -125,6 +125,12 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// Whether a request is being served (its header is complete and its response not yet
+    /// delivered).
+    pub(super) fn is_busy(&self) -> bool {
+        matches!(*self.phase(), Phase::Busy { .. })
+    }
+
     /// The response being delivered is a long-lived stream: the request timeout no longer
     /// applies to this request.
     pub(super) fn response_is_long_lived(&self) {

@@ -46,7 +46,8 @@ pub struct LongLived;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets each
-/// connection finish the request it is serving (idle ones close at once) and returns when
+/// connection finish the request it is serving (idle ones close after a linger of 250 ms,
+/// for a request already on its way; see `connection::SHUTDOWN_IDLE_LINGER`) and returns when
 /// every connection is closed. Callers bound that wait with their own grace period.
 pub async fn serve(
     listener: TcpListener,

@@ -269,7 +269,7 @@ async fn shutdown_finishes_the_request_in_flight_then_returns() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_idle_connections_at_once() {
+async fn shutdown_closes_idle_connections_after_a_short_linger() {
     let server = start(relaxed()).await;
     let mut client = server.connect().await;
     let response = raw_get(&mut client, "/fast", Duration::from_secs(2)).await;
@@ -279,6 +279,31 @@ async fn shutdown_closes_idle_connections_at_once() {
 
     assert!(stopped);
     assert!(closed_within(&mut client, Duration::from_millis(100)).await);
+}
+
+#[tokio::test]
+async fn a_request_sent_on_a_kept_alive_connection_as_shutdown_begins_is_answered() {
+    let server = start(relaxed()).await;
+    let mut client = server.connect().await;
+    let response = raw_get(&mut client, "/fast", Duration::from_secs(2)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // The shutdown reaches the idle connection before the client's next request does.
+    let _ = server.stop.send(());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let response = raw_get(&mut client, "/fast", Duration::from_secs(2)).await;
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "the client is told to send no more here: {response}"
+    );
+    assert!(closed_within(&mut client, Duration::from_millis(100)).await);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), server.task)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
