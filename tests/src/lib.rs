@@ -467,6 +467,28 @@ impl QuoteHandle {
 }
 
 impl TestApp {
+    /// The sum of a metric's series (a counter's labels, or a gauge's one value) on the
+    /// `/metrics` of the service at `base` (`app.address` for the API).
+    pub async fn metric(&self, base: &str, name: &str) -> f64 {
+        let exposition = self
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics has a body");
+        exposition
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The test database's URL, for raw SQL (SQLite file or PostgreSQL database).
     pub fn database_url(&self) -> &str {
         self._db.url()

@@ -366,6 +366,23 @@ mod tests {
         assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
     }
 
+    /// A quote for `symbol` closing at `close`, taken now.
+    fn test_quote(symbol: &Symbol, close: f64) -> Quote {
+        let time = chrono::Utc::now();
+        Quote {
+            symbol: symbol.as_str().to_uppercase(),
+            name: "Test".into(),
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close,
+            volume: None,
+            time,
+            local_date: time.date_naive(),
+            local_time: time.time(),
+        }
+    }
+
     /// Answers every call with a quote after a short delay, counting calls.
     struct Succeeds {
         calls: AtomicUsize,
@@ -377,19 +394,7 @@ mod tests {
         async fn get_quote(&self, symbol: &Symbol, _: &str) -> FlightResult {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
-            let time = chrono::Utc::now();
-            Ok(Quote {
-                symbol: symbol.as_str().to_uppercase(),
-                name: "Test".into(),
-                open: 1.0,
-                high: 1.0,
-                low: 1.0,
-                close: n as f64,
-                volume: None,
-                time,
-                local_date: time.date_naive(),
-                local_time: time.time(),
-            })
+            Ok(test_quote(symbol, n as f64))
         }
         fn is_ready(&self) -> bool {
             true
@@ -466,19 +471,7 @@ mod tests {
                     "feed down",
                 )));
             }
-            let time = chrono::Utc::now();
-            Ok(Quote {
-                symbol: symbol.as_str().to_uppercase(),
-                name: "Test".into(),
-                open: 1.0,
-                high: 1.0,
-                low: 1.0,
-                close: 1.0,
-                volume: None,
-                time,
-                local_date: time.date_naive(),
-                local_time: time.time(),
-            })
+            Ok(test_quote(symbol, 1.0))
         }
         fn is_ready(&self) -> bool {
             true

@@ -24,31 +24,14 @@ async fn stack_without_reuse(batching: bool) -> Option<TestApp> {
         .await
 }
 
-/// The sum of a counter's series in a Prometheus exposition.
-fn counter(exposition: &str, name: &str) -> u64 {
-    exposition
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Request messages the worker has handled, all outcomes (its `/metrics` counter).
 async fn worker_messages(app: &TestApp) -> u64 {
     let port = app.quote.as_ref().expect("a quote worker runs").port;
-    let body = app
-        .client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    counter(&body, "quote_rpc_messages_total")
+    app.metric(
+        &format!("http://127.0.0.1:{port}"),
+        "quote_rpc_messages_total",
+    )
+    .await as u64
 }
 
 /// Sends [`CALLS`] /stock requests for distinct symbols at once; returns their statuses and

@@ -601,20 +601,7 @@ async fn a_password_change_or_a_deletion_ends_the_users_streams() {
 
 /// The API's `stream_feed_connected` gauge.
 async fn feed_connected(app: &TestApp) -> bool {
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("stream_feed_connected "))
-        .expect("the stream_feed_connected gauge");
-    line.ends_with(" 1")
+    app.metric(&app.address, "stream_feed_connected").await == 1.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
