@@ -153,10 +153,19 @@ impl fmt::Display for Rfc3339Seconds {
     }
 }
 
+/// A page written as a JSON array of [`ItemView`]s.
+struct PageView<'a>(&'a [HistoryEntry]);
+
+impl Serialize for PageView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ItemView))
+    }
+}
+
 /// The page as JSON, written once into a buffer sized for it (a 100-entry page is ~11 KB).
 fn page_json(rows: &[HistoryEntry]) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::with_capacity(2 + rows.len() * 128);
-    serde_json::to_writer(&mut body, &rows.iter().map(ItemView).collect::<Vec<_>>())
+    serde_json::to_writer(&mut body, &PageView(rows))
         .map_err(|err| ApiError::Internal(err.into()))?;
     Ok(body)
 }

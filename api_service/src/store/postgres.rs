@@ -87,10 +87,7 @@ impl PostgresStore {
     /// A pooled connection. A pool that cannot give one ("pool timed out") names the server
     /// it was waiting for, so a per-request 503 in the log says where the outage is.
     async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|err| at_endpoint(err.into(), &self.endpoint))
+        acquire(&self.pool, &self.endpoint).await
     }
 
     /// A transaction, with outages named as in [`Self::conn`].
@@ -228,6 +225,13 @@ async fn insert_rows(
     Ok(())
 }
 
+/// A connection from `pool`; an outage names the server (`endpoint`) it was waiting for.
+async fn acquire(pool: &PgPool, endpoint: &str) -> Result<PoolConnection<Postgres>, StoreError> {
+    pool.acquire()
+        .await
+        .map_err(|err| at_endpoint(err.into(), endpoint))
+}
+
 /// A transaction on `pool`; an outage names the server (`endpoint`) it was waiting for.
 async fn begin(
     pool: &PgPool,
@@ -249,11 +253,7 @@ impl BatchWriter for PostgresWriter {
     async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement commits on its own: no BEGIN/COMMIT round trips.
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(|err| at_endpoint(err.into(), &self.endpoint))?;
+            let mut conn = acquire(&self.pool, &self.endpoint).await?;
             insert_rows(&mut conn, rows).await?;
             return Ok(());
         }

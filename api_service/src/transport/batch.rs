@@ -112,18 +112,7 @@ mod tests {
                     ErrorCode::NotFound,
                     "no such symbol",
                 ))),
-                other => Ok(Quote {
-                    symbol: other.to_uppercase(),
-                    name: "N".into(),
-                    open: 1.0,
-                    high: 1.0,
-                    low: 1.0,
-                    close: 1.0,
-                    volume: None,
-                    time: chrono::Utc::now(),
-                    local_date: chrono::NaiveDate::MIN,
-                    local_time: chrono::NaiveTime::MIN,
-                }),
+                other => Ok(crate::test_support::quote(&other.to_uppercase(), "N", 1.0)),
             }
         }
         fn is_ready(&self) -> bool {

@@ -411,18 +411,11 @@ mod tests {
                 "no such symbol",
             )));
         }
-        Ok(Quote {
-            symbol: symbol.as_str().to_uppercase(),
-            name: symbol.as_str().to_owned(),
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close: 1.0,
-            volume: None,
-            time: chrono::Utc::now(),
-            local_date: chrono::NaiveDate::MIN,
-            local_time: chrono::NaiveTime::MIN,
-        })
+        Ok(crate::test_support::quote(
+            &symbol.as_str().to_uppercase(),
+            symbol.as_str(),
+            1.0,
+        ))
     }
 
     fn batcher(wire: FakeWire) -> Arc<Batcher<FakeWire>> {

@@ -13,8 +13,9 @@
 //! reused: the flight removes itself on landing, so the next request asks afresh and fast
 //! failure reporting is unchanged. Once half the window has passed, the next request for the
 //! symbol starts a refresh in the background (still answered with the landed quote), so hot
-//! symbols are refreshed ahead and no request waits for their RPC. Landed entries expire and are pruned as new flights are
-//! inserted, so many distinct symbols cannot grow the map without bound.
+//! symbols are refreshed ahead and no request waits for their RPC. Landed entries expire and
+//! are pruned as new flights are inserted, so many distinct symbols cannot grow the map
+//! without bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shared::{ErrorCode, Quote, QuoteError, Symbol};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -143,9 +145,9 @@ fn lock(flights: &SharedFlights) -> std::sync::MutexGuard<'_, Flights> {
 
 impl SingleFlight {
     /// Spawns the RPC for `symbol` (a task, so it lands even if every caller goes away) and
-    /// returns its id and shared result. The caller holds the map lock and records the
-    /// flight before releasing it, so the task's update on landing always comes after.
-    fn launch(&self, symbol: &Symbol, request_id: &str) -> (u64, SharedResult) {
+    /// returns its id and task. The caller holds the map lock and records the flight before
+    /// releasing it, so the task's update on landing always comes after.
+    fn launch(&self, symbol: &Symbol, request_id: &str) -> (u64, JoinHandle<FlightResult>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(&self.inner);
         let map = Arc::clone(&self.flights);
@@ -187,19 +189,23 @@ impl SingleFlight {
             }
             .instrument(tracing::Span::current()),
         );
-        let shared = async move {
-            task.await.unwrap_or_else(|err| {
-                tracing::error!(error = %err, "quote request task failed");
-                Err(TransportError::Quote(QuoteError::new(
-                    ErrorCode::Internal,
-                    "quote request task failed",
-                )))
-            })
-        }
-        .boxed()
-        .shared();
-        (id, shared)
+        (id, task)
     }
+}
+
+/// A flight's result, for every request that joins it.
+fn shared(task: JoinHandle<FlightResult>) -> SharedResult {
+    async move {
+        task.await.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "quote request task failed");
+            Err(TransportError::Quote(QuoteError::new(
+                ErrorCode::Internal,
+                "quote request task failed",
+            )))
+        })
+    }
+    .boxed()
+    .shared()
 }
 
 #[async_trait]
@@ -228,7 +234,8 @@ impl QuoteTransport for SingleFlight {
                     return Ok(quote.clone());
                 }
                 _ => {
-                    let (id, shared) = self.launch(symbol, request_id);
+                    let (id, task) = self.launch(symbol, request_id);
+                    let shared = shared(task);
                     flights.prune_if_large(now);
                     flights.entries.insert(
                         symbol.clone(),
@@ -366,21 +373,8 @@ mod tests {
         assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
     }
 
-    /// A quote for `symbol` closing at `close`, taken now.
     fn test_quote(symbol: &Symbol, close: f64) -> Quote {
-        let time = chrono::Utc::now();
-        Quote {
-            symbol: symbol.as_str().to_uppercase(),
-            name: "Test".into(),
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close,
-            volume: None,
-            time,
-            local_date: time.date_naive(),
-            local_time: time.time(),
-        }
+        crate::test_support::quote(&symbol.as_str().to_uppercase(), "Test", close)
     }
 
     /// Answers every call with a quote after a short delay, counting calls.

@@ -49,7 +49,7 @@ pub(super) async fn serve(
         let router = router.clone();
         let activity = on_request.clone();
         async move {
-            let response = match tokio::time::timeout(request_timeout, router.oneshot(request))
+            let mut response = match tokio::time::timeout(request_timeout, router.oneshot(request))
                 .await
             {
                 Ok(Ok(response)) => response,
@@ -62,7 +62,6 @@ pub(super) async fn serve(
             if response.extensions().get::<super::LongLived>().is_some() {
                 activity.response_is_long_lived();
             }
-            let mut response = response;
             if answer_closing.load(Ordering::Relaxed) {
                 // hyper closes the connection after a response that says so.
                 response.headers_mut().insert(
