@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tracing::instrument;
 
 use super::errors::{at_endpoint, postgres_endpoint};
@@ -27,8 +27,6 @@ use super::{
 
 /// How long a request waits for a pooled connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A pooled connection idle this long is pinged before it is handed out.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Rows per history insert statement (a batch is at most 512; seeding sends more); bounds
 /// the size of one bind message.
 const ROWS_PER_STATEMENT: usize = 10_000;
@@ -58,18 +56,6 @@ impl PostgresStore {
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
-            // sqlx pings every connection it hands out by default: one more round trip per
-            // history page and per commit. A connection in steady use has just proved itself;
-            // one that sat idle (through an outage, say) is still checked and replaced.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
             .connect_with(options)
             .await
             .map_err(|err| at_endpoint(err.into(), &endpoint))?;
