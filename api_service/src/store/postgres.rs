@@ -6,6 +6,7 @@
 //! order (so batches from different instances cannot deadlock).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use tracing::instrument;
 
 use super::errors::{at_endpoint, postgres_endpoint};
@@ -27,6 +28,8 @@ use super::{
 
 /// How long a request waits for a pooled connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Rows per history insert statement (a batch is at most 512; seeding sends more); bounds
 /// the size of one bind message.
 const ROWS_PER_STATEMENT: usize = 10_000;
@@ -56,6 +59,20 @@ impl PostgresStore {
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
+            // sqlx pings every connection it hands out by default: one more round trip per
+            // history page and per commit. A connection in steady use has just proved itself;
+            // one that sat idle (through an outage, say) is still checked and replaced. A
+            // query on a connection that died since its last use fails as an outage (503),
+            // named like every other (see `named`).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|err| at_endpoint(err.into(), &endpoint))?;
@@ -70,15 +87,24 @@ impl PostgresStore {
         })
     }
 
-    /// A pooled connection. A pool that cannot give one ("pool timed out") names the server
-    /// it was waiting for, so a per-request 503 in the log says where the outage is.
-    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
-        acquire(&self.pool, &self.endpoint).await
+    /// Runs one store operation and names the server in its outage: whether acquiring a
+    /// connection, BEGIN or the query itself failed (a pooled connection is not pinged before
+    /// every use, so a query is often what meets a server that went away), the error says
+    /// which server. "pool timed out" or "Connection refused" alone does not, and the URL
+    /// cannot be logged instead: it holds the password.
+    async fn named<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        op.await.map_err(|err| at_endpoint(err, &self.endpoint))
     }
 
-    /// A transaction, with outages named as in [`Self::conn`].
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        begin(&self.pool, &self.endpoint).await
+        Ok(self.pool.begin().await?)
     }
 
     /// The underlying pool, for tests and benchmarks that need raw SQL.
@@ -211,23 +237,6 @@ async fn insert_rows(
     Ok(())
 }
 
-/// A connection from `pool`; an outage names the server (`endpoint`) it was waiting for.
-async fn acquire(pool: &PgPool, endpoint: &str) -> Result<PoolConnection<Postgres>, StoreError> {
-    pool.acquire()
-        .await
-        .map_err(|err| at_endpoint(err.into(), endpoint))
-}
-
-/// A transaction on `pool`; an outage names the server (`endpoint`) it was waiting for.
-async fn begin(
-    pool: &PgPool,
-    endpoint: &str,
-) -> Result<Transaction<'static, Postgres>, StoreError> {
-    pool.begin()
-        .await
-        .map_err(|err| at_endpoint(err.into(), endpoint))
-}
-
 struct PostgresWriter {
     pool: PgPool,
     /// Named in outages (see [`at_endpoint`]).
@@ -237,13 +246,23 @@ struct PostgresWriter {
 #[async_trait]
 impl BatchWriter for PostgresWriter {
     async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+        // Named here, not by the store's callers: the writer logs and hands its errors to
+        // every caller in the batch.
+        self.write(rows)
+            .await
+            .map_err(|err| at_endpoint(err, &self.endpoint))
+    }
+}
+
+impl PostgresWriter {
+    async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement commits on its own: no BEGIN/COMMIT round trips.
-            let mut conn = acquire(&self.pool, &self.endpoint).await?;
+            let mut conn = self.pool.acquire().await?;
             insert_rows(&mut conn, rows).await?;
             return Ok(());
         }
-        let mut tx = begin(&self.pool, &self.endpoint).await?;
+        let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             insert_rows(&mut tx, chunk).await?;
         }
@@ -256,71 +275,86 @@ impl BatchWriter for PostgresWriter {
 impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        let created_at = truncate_to_micros(Utc::now());
-        let row = sqlx::query(
-            "INSERT INTO users (username, password_hash, role, created_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(&user.username)
-        .bind(&user.password_hash)
-        .bind(user.role.as_str())
-        .bind(created_at)
-        .fetch_one(&mut *self.conn().await?)
-        .await?;
-        Ok(User {
-            id: row.try_get("id")?,
-            username: user.username,
-            password_hash: user.password_hash,
-            role: user.role,
-            created_at,
-            token_version: 0,
+        self.named(async {
+            let created_at = truncate_to_micros(Utc::now());
+            let row = sqlx::query(
+                "INSERT INTO users (username, password_hash, role, created_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(user.role.as_str())
+            .bind(created_at)
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
+            Ok(User {
+                id: row.try_get("id")?,
+                username: user.username,
+                password_hash: user.password_hash,
+                role: user.role,
+                created_at,
+                token_version: 0,
+            })
         })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
-        )))
-        .bind(username)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        self.named(async {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+            )))
+            .bind(username)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+            Ok(row.as_ref().map(user_from_row).transpose()?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = id))]
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        self.named(async {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+            Ok(row.as_ref().map(user_from_row).transpose()?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", limit = limit))]
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
-        // Byte order (COLLATE "C"), as on SQLite, whatever the database's collation; served
-        // by the `users_username_bytes` index (migration 6) as one range scan.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username COLLATE \"C\" > $1 \
-             ORDER BY username COLLATE \"C\" LIMIT $2"
-        )))
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+        self.named(async {
+            // Byte order (COLLATE "C"), as on SQLite, whatever the database's collation; served
+            // by the `users_username_bytes` index (migration 6) as one range scan.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username COLLATE \"C\" > $1 \
+                 ORDER BY username COLLATE \"C\" LIMIT $2"
+            )))
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM users WHERE username = $1")
-            .bind(username)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        self.named(async {
+            let done = sqlx::query("DELETE FROM users WHERE username = $1")
+                .bind(username)
+                .execute(&mut *self.conn().await?)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
@@ -329,113 +363,122 @@ impl Store for PostgresStore {
         username: &str,
         change: UserChange,
     ) -> Result<ChangeOutcome, StoreError> {
-        let mut tx = self.begin().await?;
-        // Every admin row and the target, locked together in id order (the order history
-        // writes lock users in, so the two cannot deadlock): concurrent demotions or
-        // deletions of the last admins queue here, and each sees what the one before it
-        // committed.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE role = 'admin' OR username = $1 \
-             ORDER BY id FOR UPDATE"
-        )))
-        .bind(username)
-        .fetch_all(&mut *tx)
-        .await?;
-        let users = rows
-            .iter()
-            .map(user_from_row)
-            .collect::<Result<Vec<User>, _>>()?;
-        let admins = users.iter().filter(|u| u.role == Role::Admin).count();
-        let Some(user) = users.into_iter().find(|u| u.username == username) else {
-            return Ok(ChangeOutcome::NotFound);
-        };
-        if change.removes_admin(&user) && admins <= 1 {
-            return Ok(ChangeOutcome::LastAdmin);
-        }
-        let outcome = match change {
-            UserChange::Delete => {
-                sqlx::query("DELETE FROM users WHERE id = $1")
+        self.named(async {
+            let mut tx = self.begin().await?;
+            // Every admin row and the target, locked together in id order (the order history
+            // writes lock users in, so the two cannot deadlock): concurrent demotions or
+            // deletions of the last admins queue here, and each sees what the one before it
+            // committed.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE role = 'admin' OR username = $1 \
+                 ORDER BY id FOR UPDATE"
+            )))
+            .bind(username)
+            .fetch_all(&mut *tx)
+            .await?;
+            let users = rows
+                .iter()
+                .map(user_from_row)
+                .collect::<Result<Vec<User>, _>>()?;
+            let admins = users.iter().filter(|u| u.role == Role::Admin).count();
+            let Some(user) = users.into_iter().find(|u| u.username == username) else {
+                return Ok(ChangeOutcome::NotFound);
+            };
+            if change.removes_admin(&user) && admins <= 1 {
+                return Ok(ChangeOutcome::LastAdmin);
+            }
+            let outcome = match change {
+                UserChange::Delete => {
+                    sqlx::query("DELETE FROM users WHERE id = $1")
+                        .bind(user.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    ChangeOutcome::Deleted { id: user.id }
+                }
+                UserChange::Update {
+                    role,
+                    password_hash,
+                } => {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE users SET role = COALESCE($2, role), \
+                         password_hash = COALESCE($3, password_hash), \
+                         token_version = token_version + 1 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                    )))
                     .bind(user.id)
-                    .execute(&mut *tx)
+                    .bind(role.map(Role::as_str))
+                    .bind(password_hash)
+                    .fetch_one(&mut *tx)
                     .await?;
-                ChangeOutcome::Deleted { id: user.id }
-            }
-            UserChange::Update {
-                role,
-                password_hash,
-            } => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE users SET role = COALESCE($2, role), \
-                     password_hash = COALESCE($3, password_hash), \
-                     token_version = token_version + 1 WHERE id = $1 RETURNING {USER_COLUMNS}"
-                )))
-                .bind(user.id)
-                .bind(role.map(Role::as_str))
-                .bind(password_hash)
-                .fetch_one(&mut *tx)
-                .await?;
-                ChangeOutcome::Updated(user_from_row(&row)?)
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+                    ChangeOutcome::Updated(user_from_row(&row)?)
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = token.user_id))]
     async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        // The user's row lock orders this user's logouts (the count below stays exact); a
-        // deleted user has no tokens left to revoke.
-        let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-            .bind(token.user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !exists {
-            return Ok(());
-        }
-        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let live: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE user_id = $1")
+        self.named(async {
+            let mut tx = self.begin().await?;
+            // The user's row lock orders this user's logouts (the count below stays exact); a
+            // deleted user has no tokens left to revoke.
+            let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
                 .bind(token.user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if live >= MAX_REVOKED_PER_USER {
-            sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1")
-                .bind(token.user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(());
+            }
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM revoked_tokens WHERE user_id = $1")
+            let live: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE user_id = $1")
+                    .bind(token.user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if live >= MAX_REVOKED_PER_USER {
+                sqlx::query("UPDATE users SET token_version = token_version + 1 WHERE id = $1")
+                    .bind(token.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM revoked_tokens WHERE user_id = $1")
+                    .bind(token.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(&token.jti)
                 .bind(token.user_id)
+                .bind(token.expires_at)
                 .execute(&mut *tx)
                 .await?;
-        } else {
-            sqlx::query(
-                "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(&token.jti)
-            .bind(token.user_id)
-            .bind(token.expires_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
     async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT jti FROM revoked_tokens WHERE user_id = $1 AND expires_at > $2",
-        )
-        .bind(user_id)
-        .bind(now)
-        .fetch_all(&mut *self.conn().await?)
-        .await?)
+        self.named(async {
+            Ok(sqlx::query_scalar(
+                "SELECT jti FROM revoked_tokens WHERE user_id = $1 AND expires_at > $2",
+            )
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(&mut *self.conn().await?)
+            .await?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
@@ -445,14 +488,18 @@ impl Store for PostgresStore {
         old: &str,
         new: &str,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
-                .bind(new)
-                .bind(user_id)
-                .bind(old)
-                .execute(&mut *self.conn().await?)
-                .await?;
-        Ok(done.rows_affected() > 0)
+        self.named(async {
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+            )
+            .bind(new)
+            .bind(user_id)
+            .bind(old)
+            .execute(&mut *self.conn().await?)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
@@ -477,57 +524,61 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        // A missing cursor is "before the end of time": one query shape per filter, one index
-        // range scan (an `$2 IS NULL OR` form would defeat the index in a generic plan). The
-        // symbol form uses `history_user_symbol_seq` (migration 7), whose expression
-        // `upper(symbol)` it repeats exactly. Positions, not identity ids: see
-        // `insert_rows`.
-        let query = match symbol {
-            None => sqlx::query(
-                "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
-                 FROM history WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-            ),
-            Some(_) => sqlx::query(
-                "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
-                 FROM history WHERE user_id = $1 AND seq < $2 AND upper(symbol) = $4 \
-                 ORDER BY seq DESC LIMIT $3",
-            ),
-        };
-        let query = query
-            .bind(user_id)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit));
-        let query = match symbol {
-            Some(symbol) => query.bind(symbol.to_ascii_uppercase()),
-            None => query,
-        };
-        let rows = query.fetch_all(&mut *self.conn().await?).await?;
-        Ok(rows
-            .iter()
-            .map(history_from_row)
-            .collect::<Result<_, _>>()?)
+        self.named(async {
+            // A missing cursor is "before the end of time": one query shape per filter, one index
+            // range scan (an `$2 IS NULL OR` form would defeat the index in a generic plan). The
+            // symbol form uses `history_user_symbol_seq` (migration 7), whose expression
+            // `upper(symbol)` it repeats exactly. Positions, not identity ids: see
+            // `insert_rows`.
+            let query = match symbol {
+                None => sqlx::query(
+                    "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
+                     FROM history WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                ),
+                Some(_) => sqlx::query(
+                    "SELECT seq AS id, requested_at, symbol, name, open, high, low, close \
+                     FROM history WHERE user_id = $1 AND seq < $2 AND upper(symbol) = $4 \
+                     ORDER BY seq DESC LIMIT $3",
+                ),
+            };
+            let query = query
+                .bind(user_id)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(i64::from(limit));
+            let query = match symbol {
+                Some(symbol) => query.bind(symbol.to_ascii_uppercase()),
+                None => query,
+            };
+            let rows = query.fetch_all(&mut *self.conn().await?).await?;
+            Ok(rows
+                .iter()
+                .map(history_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", n = n))]
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT symbol, times_requested FROM stock_counters \
-             ORDER BY times_requested DESC, symbol ASC LIMIT $1",
-        )
-        .bind(i64::from(n))
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(pool::stock_count)
-            .collect::<Result<_, _>>()?)
+        self.named(async {
+            let rows = sqlx::query(
+                "SELECT symbol, times_requested FROM stock_counters \
+                 ORDER BY times_requested DESC, symbol ASC LIMIT $1",
+            )
+            .bind(i64::from(n))
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(pool::stock_count)
+                .collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        pool::ping(&self.pool)
-            .await
-            .map_err(|err| at_endpoint(err, &self.endpoint))
+        self.named(async { pool::ping(&self.pool).await }).await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
