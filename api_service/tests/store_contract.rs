@@ -587,7 +587,8 @@ async fn concurrent_record_quote_loses_nothing(store: Arc<dyn Store>) {
 }
 
 async fn a_bad_row_fails_alone(store: Arc<dyn Store>) {
-    // A row for a user that does not exist violates the foreign key. With group commit it may
+    // A row for a user that does not exist breaks a constraint (SQLite: the foreign key;
+    // PostgreSQL: the row gets no position, `seq NOT NULL`). With group commit it may
     // share a batch with good rows: those must still commit, and only the bad one fail.
     let u = store.create_user(user("good")).await.unwrap();
     let tasks: Vec<_> = (0..50)
@@ -1267,5 +1268,80 @@ async fn postgres_rows_from_an_older_writer_get_the_next_position() {
     let rows = all_history(&store, u.id).await;
     let seen: Vec<(i64, &str)> = rows.iter().map(|e| (e.id, e.symbol.as_str())).collect();
     assert_eq!(seen, [(3, "NEWER.US"), (2, "OLD.US"), (1, "NEW.US")]);
+    raw.pool().close().await;
+}
+
+/// History rows of a deleted user, counted straight from the table (the store's own reads
+/// ask for one user's rows and cannot show what is left behind).
+async fn rows_left_for(raw: &store::PostgresStore, user_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM history WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(raw.pool())
+        .await
+        .unwrap()
+}
+
+/// A user deleted while a batch holding the user's row lock commits: the deletion waits for
+/// the lock, then removes that batch's rows too, so nothing is left without an owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deleting_a_user_removes_rows_committed_while_it_waited() {
+    use std::time::Duration;
+
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    // Arrange: a trigger that holds SLOW.US's batch open after its insert, before its commit.
+    let store = open(&db).await;
+    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.symbol = 'SLOW.US' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER stall AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall();",
+    )
+    .execute(raw.pool())
+    .await
+    .unwrap();
+    let u = store.create_user(user("leaving")).await.unwrap();
+    store.record_quote(u.id, quote("OLD.US", 0)).await.unwrap();
+
+    // Act: the slow write takes the user's lock; the deletion starts while it holds it.
+    let slow = tokio::spawn({
+        let store = store.clone();
+        async move { store.record_quote(u.id, quote("SLOW.US", 1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deleted = store.delete_user("leaving").await.unwrap();
+
+    // Assert: the write had committed first (it answered 200), then went with its user.
+    slow.await.unwrap().unwrap();
+    assert!(deleted);
+    assert_eq!(rows_left_for(&raw, u.id).await, 0);
+    raw.pool().close().await;
+}
+
+/// During a rolling upgrade an instance of an older version deletes users with a plain
+/// DELETE, relying on the database to remove their history: it still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_user_deleted_by_plain_sql_takes_their_history() {
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    let store = open(&db).await;
+    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
+    let gone = store.create_user(user("plain_gone")).await.unwrap();
+    let kept = store.create_user(user("plain_kept")).await.unwrap();
+    for i in 0..3 {
+        store.record_quote(gone.id, quote("GO.US", i)).await.unwrap();
+        store.record_quote(kept.id, quote("KEEP.US", i)).await.unwrap();
+    }
+
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(gone.id)
+        .execute(raw.pool())
+        .await
+        .unwrap();
+
+    assert_eq!(rows_left_for(&raw, gone.id).await, 0);
+    assert_eq!(rows_left_for(&raw, kept.id).await, 3);
     raw.pool().close().await;
 }

@@ -66,6 +66,11 @@ const POSTGRES: &[Script] = &[
         "history by symbol",
         include_str!("../../migrations/postgres/0007_history_by_symbol.sql"),
     ),
+    (
+        8,
+        "lighter history writes",
+        include_str!("../../migrations/postgres/0008_lighter_history_writes.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {
