@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::verified_tokens::VerifiedTokens;
 use crate::settings::Settings;
 use crate::store::Role;
 
@@ -94,6 +95,8 @@ pub struct JwtKeys {
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// Tokens that passed [`Self::verify`] before (see `verified_tokens`).
+    verified: VerifiedTokens,
 }
 
 impl JwtKeys {
@@ -155,6 +158,7 @@ impl JwtKeys {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
+            verified: VerifiedTokens::new(LEEWAY_SECS),
         })
     }
 
@@ -222,8 +226,15 @@ impl JwtKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(known) = self.verified.get(token, now) {
+            return known;
+        }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                self.verified.insert(token, &data.claims, now);
+                Ok(data.claims)
+            }
             Err(err) => Err(match err.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
@@ -315,9 +326,10 @@ mod tests {
     }
 
     #[test]
-    fn tampered_payload_is_rejected() {
+    fn tampered_payload_is_rejected_even_after_the_genuine_token_was_verified() {
         let keys = keys();
         let token = keys.issue(7, Role::User, 0).unwrap().token;
+        keys.verify(&token).unwrap(); // now in the verified-token cache
         let parts: Vec<&str> = token.split('.').collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();

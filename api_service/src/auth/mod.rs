@@ -7,6 +7,7 @@ pub mod login_throttle;
 pub mod password;
 pub mod session_cookie;
 pub mod user_cache;
+pub mod verified_tokens;
 
 pub use extractors::{Admin, CurrentUser, Session};
 pub use jwt::{Claims, JwtKeys};
