@@ -1,15 +1,15 @@
--- Cheaper history writes: every `/stock` adds a history row and bumps a counter, in batches
--- whose user and counter row locks are held until the commit is flushed, so what a batch
--- costs the server is what the whole write path waits on.
+-- Cheaper history writes: every `/stock` adds a history row, in batches whose user row locks
+-- are held until the commit is flushed, so what a batch costs the server is what the whole
+-- write path waits on.
 --
--- 1. The history -> users foreign key checked every inserted row with a lookup of a user row
---    the same statement had just locked and updated (a quarter of a 30-row batch's time in a
---    pgbench probe). The statement that assigns positions already proves the user exists:
---    a user deleted meanwhile gets no position and the row breaks `seq NOT NULL`. What the
---    key's ON DELETE CASCADE did is done by a trigger on users instead, for every way a user
---    is deleted (this version, an older instance during a rolling upgrade, or psql). Its
---    DELETE runs after the user's row lock was won, on a fresh snapshot, so it also removes
---    rows committed by a batch that held that lock meanwhile.
+-- The history -> users foreign key checked every inserted row with a lookup of a user row
+-- the same statement had just locked and updated (a quarter of a 30-row batch's time in a
+-- pgbench probe). The statement that assigns positions already proves the user exists:
+-- a user deleted meanwhile gets no position and the row breaks `seq NOT NULL`. What the
+-- key's ON DELETE CASCADE did is done by a trigger on users instead, for every way a user
+-- is deleted (this version, an older instance during a rolling upgrade, or psql). Its
+-- DELETE runs after the user's row lock was won, on a fresh snapshot, so it also removes
+-- rows committed by a batch that held that lock meanwhile.
 CREATE FUNCTION users_delete_history() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM history WHERE user_id = OLD.id;
@@ -20,9 +20,3 @@ CREATE TRIGGER users_delete_history AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION users_delete_history();
 
 ALTER TABLE history DROP CONSTRAINT history_user_id_fkey;
-
--- 2. The index on `times_requested` made every counter bump write two index entries and
---    ruled out HOT updates, for the benefit of the admins' top-5 query. That query now sorts
---    the table (one row per symbol ever quoted, a top-N heap sort) instead, and is shared
---    among concurrent admins (`fresh_read`).
-DROP INDEX stock_counters_top;
