@@ -1174,6 +1174,19 @@ async fn postgres_outage_is_unavailable_and_recovers() {
     proxy.stop().await;
 }
 
+/// Holds every batch that writes a SLOW.US row open for `seconds` after its insert, before its
+/// commit (with the user's row lock held).
+async fn stall_slow_writes(raw: &store::PostgresStore, seconds: f64) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.symbol = 'SLOW.US' THEN PERFORM pg_sleep({seconds}); END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER stall AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall();"
+    )))
+    .execute(raw.pool())
+    .await
+    .unwrap();
+}
+
 /// Two instances' writers on one PostgreSQL database, one of them slow to commit: a client
 /// that paged past the slow row's position must still find it. Forced with a trigger that
 /// holds the slow row's transaction open (after its insert, before its commit) while the other
@@ -1188,14 +1201,7 @@ async fn postgres_paging_is_exact_while_a_writer_commits_late() {
     // Arrange: two instances, one user with one row, and a trigger that stalls SLOW.US.
     let (first, second) = (open(&db).await, open(&db).await);
     let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.symbol = 'SLOW.US' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$; \
-         CREATE TRIGGER stall AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall();",
-    )
-    .execute(raw.pool())
-    .await
-    .unwrap();
+    stall_slow_writes(&raw, 1.5).await;
     let u = first.create_user(user("pager")).await.unwrap();
     first.record_quote(u.id, quote("OLD.US", 0)).await.unwrap();
 
@@ -1293,14 +1299,7 @@ async fn postgres_deleting_a_user_removes_rows_committed_while_it_waited() {
     // Arrange: a trigger that holds SLOW.US's batch open after its insert, before its commit.
     let store = open(&db).await;
     let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.symbol = 'SLOW.US' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$; \
-         CREATE TRIGGER stall AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION stall();",
-    )
-    .execute(raw.pool())
-    .await
-    .unwrap();
+    stall_slow_writes(&raw, 1.0).await;
     let u = store.create_user(user("leaving")).await.unwrap();
     store.record_quote(u.id, quote("OLD.US", 0)).await.unwrap();
 
@@ -1331,8 +1330,14 @@ async fn postgres_a_user_deleted_by_plain_sql_takes_their_history() {
     let gone = store.create_user(user("plain_gone")).await.unwrap();
     let kept = store.create_user(user("plain_kept")).await.unwrap();
     for i in 0..3 {
-        store.record_quote(gone.id, quote("GO.US", i)).await.unwrap();
-        store.record_quote(kept.id, quote("KEEP.US", i)).await.unwrap();
+        store
+            .record_quote(gone.id, quote("GO.US", i))
+            .await
+            .unwrap();
+        store
+            .record_quote(kept.id, quote("KEEP.US", i))
+            .await
+            .unwrap();
     }
 
     sqlx::query("DELETE FROM users WHERE id = $1")
