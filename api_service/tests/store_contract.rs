@@ -1174,6 +1174,19 @@ async fn postgres_outage_is_unavailable_and_recovers() {
     proxy.stop().await;
 }
 
+/// A fresh PostgreSQL database (`None`: skipped, see `fresh_postgres_or_skip`), the store
+/// under test on it, and a raw pool for the SQL the store does not offer.
+async fn postgres_with_raw() -> Option<(
+    provision::TestDatabase,
+    Arc<dyn Store>,
+    store::PostgresStore,
+)> {
+    let db = provision::fresh_postgres_or_skip().await?;
+    let store = open(&db).await;
+    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
+    Some((db, store, raw))
+}
+
 /// Holds every batch that writes a SLOW.US row open for `seconds` after its insert, before its
 /// commit (with the user's row lock held).
 async fn stall_slow_writes(raw: &store::PostgresStore, seconds: f64) {
@@ -1249,11 +1262,9 @@ async fn postgres_paging_is_exact_while_a_writer_commits_late() {
 /// without a position: they get the next one, as if the current version had written them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rows_from_an_older_writer_get_the_next_position() {
-    let Some(db) = provision::fresh_postgres_or_skip().await else {
+    let Some((_db, store, raw)) = postgres_with_raw().await else {
         return;
     };
-    let store = open(&db).await;
-    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
     let u = store.create_user(user("rolling")).await.unwrap();
     store.record_quote(u.id, quote("NEW.US", 0)).await.unwrap();
 
@@ -1293,12 +1304,10 @@ async fn rows_left_for(raw: &store::PostgresStore, user_id: i64) -> i64 {
 async fn postgres_deleting_a_user_removes_rows_committed_while_it_waited() {
     use std::time::Duration;
 
-    let Some(db) = provision::fresh_postgres_or_skip().await else {
+    let Some((_db, store, raw)) = postgres_with_raw().await else {
         return;
     };
     // Arrange: a trigger that holds SLOW.US's batch open after its insert, before its commit.
-    let store = open(&db).await;
-    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
     stall_slow_writes(&raw, 1.0).await;
     let u = store.create_user(user("leaving")).await.unwrap();
     store.record_quote(u.id, quote("OLD.US", 0)).await.unwrap();
@@ -1322,11 +1331,9 @@ async fn postgres_deleting_a_user_removes_rows_committed_while_it_waited() {
 /// DELETE, relying on the database to remove their history: it still does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_user_deleted_by_plain_sql_takes_their_history() {
-    let Some(db) = provision::fresh_postgres_or_skip().await else {
+    let Some((_db, store, raw)) = postgres_with_raw().await else {
         return;
     };
-    let store = open(&db).await;
-    let raw = store::PostgresStore::connect(db.url(), 1).await.unwrap();
     let gone = store.create_user(user("plain_gone")).await.unwrap();
     let kept = store.create_user(user("plain_kept")).await.unwrap();
     for i in 0..3 {
