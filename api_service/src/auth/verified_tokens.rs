@@ -60,12 +60,9 @@ impl VerifiedTokens {
         entries.insert(token.into(), claims.clone());
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// What jsonwebtoken's validation checks of the clock, with the same leeway.

@@ -131,12 +131,10 @@ struct Rfc3339Seconds(DateTime<Utc>);
 impl Serialize for Rfc3339Seconds {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let t = self.0.naive_utc();
-        let Ok(year) = u32::try_from(t.year()) else {
+        let four_digits = u32::try_from(t.year()).ok().filter(|year| *year <= 9999);
+        let Some(year) = four_digits else {
             return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true));
         };
-        if year > 9999 {
-            return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true));
-        }
         let mut text = *b"0000-00-00T00:00:00Z";
         let fields = [
             (0, 4, year),

@@ -585,11 +585,14 @@ impl Store for PostgresStore {
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::postgres()
-            .run(&self.pool)
-            .await
-            .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
-        Ok(())
+        self.named(async {
+            migrations::postgres()
+                .run(&self.pool)
+                .await
+                .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
+            Ok(())
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id, rows = entries.len()))]
