@@ -17,7 +17,7 @@ use crate::auth::login_throttle::{self, SharedCounts};
 use crate::auth::{Hasher, JwtKeys, LoginThrottle, SessionCookie, UserCache};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::{self, Store};
 use crate::{routes, transport};
 
@@ -67,7 +67,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let streams =
             crate::stream::Streams::start(&settings, Arc::clone(&transport), shutdown.clone());
-        let state = AppState {
+        let state = AppState::new(Services {
             store,
             transport,
             jwt: Arc::new(jwt),
@@ -81,7 +81,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             streams,
             top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
-        };
+        });
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;

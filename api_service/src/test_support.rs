@@ -13,7 +13,7 @@ use shared::{Quote, Symbol};
 
 use crate::auth::{Hasher, JwtKeys, UserCache};
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::{
     ChangeOutcome, HistoryEntry, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, PoolStats,
     RevokedToken, Role, StockCount, Store, StoreError, User, UserChange, WriteStats,
@@ -378,7 +378,7 @@ pub async fn state(
         Arc::clone(&transport),
         tokio_util::sync::CancellationToken::new(),
     );
-    AppState {
+    AppState::new(Services {
         store,
         transport,
         streams,
@@ -396,7 +396,7 @@ pub async fn state(
         },
         metrics: Arc::new(Metrics::new()),
         top_stocks: Arc::new(crate::fresh_read::FreshRead::new()),
-    }
+    })
 }
 
 /// Stores a user with a real argon2 hash (fast enough: argon2 is optimised in dev builds).

@@ -57,6 +57,15 @@ struct Reply {
 }
 
 impl TestApp {
+    /// Rebuilds the router over the same store and users with some services changed.
+    fn with_services(mut self, change: impl FnOnce(&mut crate::state::Services)) -> Self {
+        let mut services = crate::state::Services::clone(&self.state);
+        change(&mut services);
+        self.state = AppState::new(services);
+        self.router = super::router(self.state.clone());
+        self
+    }
+
     async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -413,13 +422,11 @@ async fn a_login_abandoned_mid_hash_still_counts_as_a_failure() {
 
 #[tokio::test]
 async fn a_login_that_cannot_get_a_hashing_slot_in_time_is_a_503_to_retry() {
-    let mut app = app().await;
     let hasher = crate::auth::Hasher::new(1)
         .await
         .unwrap()
         .with_max_wait(Duration::from_millis(1));
-    app.state.hasher = hasher;
-    app.router = super::router(app.state.clone());
+    let app = app().await.with_services(|s| s.hasher = hasher);
 
     // Two at once with one slot: the second waits 1 ms while the first hashes for far longer.
     let (first, second) = tokio::join!(

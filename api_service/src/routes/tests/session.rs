@@ -106,9 +106,9 @@ async fn signing_in_sets_an_http_only_strict_cookie_and_answers_who_and_the_csrf
 
 #[tokio::test]
 async fn the_cookie_is_secure_when_the_operator_says_so() {
-    let mut app = app().await;
-    app.state.session_cookie.secure = true;
-    app.router = crate::routes::router(app.state.clone());
+    let app = app()
+        .await
+        .with_services(|s| s.session_cookie.secure = true);
 
     let signed_in = app.sign_in("alice", "alice-password").await;
 
