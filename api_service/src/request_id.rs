@@ -3,18 +3,16 @@
 //! written into error envelopes and forwarded to the quote service, so one user request can
 //! be followed through both services' logs.
 //!
-//! tower-http's `SetRequestIdLayer` does the generating and `PropagateRequestIdLayer` the
-//! echoing; this module adds the validation they lack (a client must not be able to inject
-//! megabytes or control characters into our logs) and a task-local so code far from the
-//! request (error rendering, transports) can read the id without threading it through.
+//! [`assign`] validates the caller's id (a client must not be able to inject megabytes or
+//! control characters into our logs) or makes one; the request's middleware
+//! (`routes::every_request`) echoes it and makes it the task-local current id, so code far
+//! from the request (error rendering, transports) can read it without threading it through.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderName, HeaderValue};
 use tower_http::request_id::RequestId;
 
 /// Longest accepted incoming id; UUIDs are 36 characters, trace ids 32.
@@ -41,30 +39,27 @@ pub fn is_valid(value: &[u8]) -> bool {
         && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// Drops an unacceptable incoming `x-request-id` so the next layer generates a fresh one.
-pub async fn drop_invalid(mut request: Request) -> Request {
-    let headers = request.headers_mut();
-    let invalid = headers
-        .get_all(shared::REQUEST_ID_HEADER)
-        .iter()
-        .enumerate()
-        .any(|(i, v)| i > 0 || !is_valid(v.as_bytes()));
-    if invalid {
-        headers.remove(shared::REQUEST_ID_HEADER);
-    }
-    request
+/// The request-id header, as a typed name (no parsing per request).
+pub const HEADER: HeaderName = HeaderName::from_static(shared::REQUEST_ID_HEADER);
+
+/// Gives `request` its id: the caller's `x-request-id` when it sent exactly one acceptable
+/// value, else a fresh UUID. The id is set as the request's header and as its [`RequestId`]
+/// extension (which the trace span reads), and returned for the response.
+pub fn assign(request: &mut Request) -> HeaderValue {
+    let mut sent = request.headers().get_all(&HEADER).iter();
+    let id = match (sent.next(), sent.next()) {
+        (Some(value), None) if is_valid(value.as_bytes()) => value.clone(),
+        _ => fresh(),
+    };
+    request.headers_mut().insert(HEADER, id.clone());
+    request.extensions_mut().insert(RequestId::new(id.clone()));
+    id
 }
 
-/// Makes the id set by `SetRequestIdLayer` the task-local current id for the rest of the
-/// request.
-pub async fn enter_scope(request: Request, next: Next) -> Response {
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned();
-    scope(id, next.run(request)).await
+fn fresh() -> HeaderValue {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
 }
 
 /// The request id of a request as seen by middleware (for trace spans).

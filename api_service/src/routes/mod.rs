@@ -1,7 +1,9 @@
 //! The HTTP surface: one small module per endpoint, assembled with the cross-cutting layers
-//! (request ids, tracing, metrics, body limit, panic safety net) in [`router`].
+//! (request ids, metrics and security headers in [`every_request`], tracing, body limit,
+//! panic safety net) in [`router`].
 
 mod account;
+mod every_request;
 mod health;
 mod history;
 mod history_csv;
@@ -21,11 +23,10 @@ use std::any::Any;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state, map_request};
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use utoipa::OpenApi;
@@ -37,7 +38,7 @@ use crate::error::{ApiError, envelope_response};
 use crate::extract::BODY_LIMIT;
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::state::AppState;
-use crate::{metrics, request_id, web};
+use crate::{request_id, web};
 
 /// Every endpoint, each registered through its `#[utoipa::path]` annotation: the one place
 /// that decides both what the router serves and what the OpenAPI document lists.
@@ -105,19 +106,18 @@ fn with_docs(routes: axum::Router<AppState>) -> axum::Router<AppState> {
 /// The fallbacks and cross-cutting layers every listener shares.
 fn finish(routes: axum::Router<AppState>, state: AppState) -> Router {
     let layers = ServiceBuilder::new()
-        // Outermost, so error envelopes, panics and Swagger UI get the headers too.
-        .layer(from_fn(web::security_headers))
-        .layer(map_request(request_id::drop_invalid))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        // Outermost, so error envelopes, panics and Swagger UI get the headers too, and the
+        // request id is set before the span that records it.
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            every_request::every_request,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
                 // Failures are logged once, by ApiError, with their cause.
                 .on_failure(()),
         )
-        .layer(from_fn(request_id::enter_scope))
-        .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(panic_response));
 
     routes

@@ -7,10 +7,7 @@
 //! API's answers are a user's own data (quotes, history, accounts, the CSRF token), and no
 //! browser cache or proxy may keep them for Back after signing out or for another user.
 
-use axum::extract::Request;
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The Content-Security-Policy of the web app's HTML.
 pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -24,10 +21,14 @@ const NO_FRAMING: &str = "frame-ancestors 'none'";
 /// Where the API lives: its answers are never stored.
 const API_PREFIX: &str = "/api/";
 
-pub async fn security_headers(request: Request, next: Next) -> Response {
-    let is_api = request.uri().path().starts_with(API_PREFIX);
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+/// Whether a request path is the API's, whose answers are never stored.
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with(API_PREFIX)
+}
+
+/// Adds the security headers to a response (see the module's doc), after its handler and
+/// every other layer have set theirs.
+pub fn add_security_headers(headers: &mut HeaderMap, is_api: bool) {
     if is_api && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -45,5 +46,4 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
             HeaderValue::from_static(NO_FRAMING),
         );
     }
-    response
 }

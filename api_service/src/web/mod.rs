@@ -7,7 +7,7 @@
 //! page must not come back from a cache); assets are immutable under a name that changes with
 //! their content, and answer `If-None-Match` with 304.
 //!
-//! [`security_headers`] adds `nosniff` and `Referrer-Policy` to every response of every
+//! [`add_security_headers`] adds `nosniff` and `Referrer-Policy` to every response of every
 //! listener; the page itself carries the strict [`PAGE_POLICY`].
 
 mod assets;
@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use assets::{ASSETS_PREFIX, Asset, asset_dir, find_asset, page_for, page_html};
-pub use headers::{PAGE_POLICY, security_headers};
+pub use headers::{PAGE_POLICY, add_security_headers, is_api_path};
 
 use crate::error::ApiError;
 use crate::state::AppState;
