@@ -25,6 +25,8 @@ pub async fn every_request(
     let start = Instant::now();
     let id = request_id::assign(&mut request);
     let method = metrics::method_label(request.method());
+    // The matched template, never the raw path: unknown URLs and query strings cannot grow
+    // the set of metric series.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let is_api = web::is_api_path(request.uri().path());
     let scoped = id.to_str().unwrap_or("unknown").to_owned();
@@ -43,7 +45,7 @@ pub async fn every_request(
 fn stamp(response: &mut Response, id: HeaderValue, is_api: bool) {
     response
         .headers_mut()
-        .entry(shared::REQUEST_ID_HEADER)
+        .entry(request_id::HEADER)
         .or_insert(id);
     web::add_security_headers(response.headers_mut(), is_api);
 }
