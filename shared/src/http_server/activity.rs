@@ -79,30 +79,23 @@ impl Activity {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn set(&self, mut phase: MutexGuard<'_, Phase>, next: Phase) {
-        *phase = next;
-    }
-
     /// Bytes arrived: while idle, they start the next request's header and its clock.
     /// (Bytes of a pipelined request read while the previous one is still busy are not
     /// timed as a header; they wait at most the idle timeout.)
     fn bytes_read(&self) {
-        let phase = self.phase();
+        let mut phase = self.phase();
         if let Phase::Idle { .. } = *phase {
-            self.set(
-                phase,
-                Phase::ReadingHeader {
-                    since: Instant::now(),
-                },
-            );
+            *phase = Phase::ReadingHeader {
+                since: Instant::now(),
+            };
         }
     }
 
     /// A complete header was parsed. The request counts as busy until the returned guard
     /// is dropped, which happens when its response body has been delivered (or abandoned).
     pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
-        let phase = self.phase();
-        let next = match *phase {
+        let mut phase = self.phase();
+        *phase = match *phase {
             Phase::Busy {
                 since,
                 requests,
@@ -118,7 +111,7 @@ impl Activity {
                 long_lived: false,
             },
         };
-        self.set(phase, next);
+        drop(phase);
         RequestGuard(Arc::clone(self))
     }
 
@@ -131,25 +124,22 @@ impl Activity {
     /// The response being delivered is a long-lived stream: the request timeout no longer
     /// applies to this request.
     pub(super) fn response_is_long_lived(&self) {
-        let phase = self.phase();
+        let mut phase = self.phase();
         if let Phase::Busy {
             since, requests, ..
         } = *phase
         {
-            self.set(
-                phase,
-                Phase::Busy {
-                    since,
-                    requests,
-                    long_lived: true,
-                },
-            );
+            *phase = Phase::Busy {
+                since,
+                requests,
+                long_lived: true,
+            };
         }
     }
 
     fn request_finished(&self) {
-        let phase = self.phase();
-        let next = match *phase {
+        let mut phase = self.phase();
+        *phase = match *phase {
             // Pipelined requests behind a finished stream are timed from now.
             Phase::Busy {
                 since,
@@ -164,7 +154,6 @@ impl Activity {
                 since: Instant::now(),
             },
         };
-        self.set(phase, next);
     }
 
     fn deadline(&self, limits: &HttpServerSettings) -> (Instant, Expiry) {
