@@ -344,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn envelope_has_code_message_and_request_id() {
-        let response = request_id::scope("req-42".into(), async {
+        let response = request_id::scope("req-42", async {
             ApiError::NotFound("no such symbol".into()).into_response()
         })
         .await;

@@ -28,8 +28,8 @@ pub fn current() -> Option<String> {
 }
 
 /// Runs `fut` with `id` as the current request id.
-pub async fn scope<F: Future>(id: String, fut: F) -> F::Output {
-    CURRENT.scope(Arc::from(id), fut).await
+pub async fn scope<F: Future>(id: impl Into<Arc<str>>, fut: F) -> F::Output {
+    CURRENT.scope(id.into(), fut).await
 }
 
 /// Short and printable ASCII without spaces: safe to log, to put in a header and to forward.
@@ -95,7 +95,7 @@ mod tests {
     #[tokio::test]
     async fn current_is_scoped() {
         assert_eq!(current(), None);
-        let inside = scope("r-1".into(), async { current() }).await;
+        let inside = scope("r-1", async { current() }).await;
         assert_eq!(inside.as_deref(), Some("r-1"));
         assert_eq!(current(), None);
     }

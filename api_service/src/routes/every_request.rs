@@ -29,7 +29,7 @@ pub async fn every_request(
     // the set of metric series.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let is_api = web::is_api_path(request.uri().path());
-    let scoped = id.to_str().unwrap_or("unknown").to_owned();
+    let scoped: std::sync::Arc<str> = id.to_str().unwrap_or("unknown").into();
     let mut response = request_id::scope(scoped, next.run(request)).await;
     metrics.http_request(
         method,

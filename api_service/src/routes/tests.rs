@@ -1325,7 +1325,7 @@ async fn unknown_routes_and_methods_use_the_envelope() {
 
 #[tokio::test]
 async fn panics_become_opaque_500_envelopes() {
-    let response = crate::request_id::scope("panic-req".into(), async {
+    let response = crate::request_id::scope("panic-req", async {
         super::panic_response(Box::new("index out of bounds: secret detail"))
     })
     .await;
