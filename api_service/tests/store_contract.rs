@@ -45,6 +45,29 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap()
 }
 
+/// Two new users, `gone` and `kept`, with `n` quotes each (of `DEL.US` and `KEEP.US`): the
+/// set-up of the tests that delete the first and look for what is left of both.
+async fn gone_and_kept(
+    store: &Arc<dyn Store>,
+    gone: &str,
+    kept: &str,
+    n: i64,
+) -> (store::User, store::User) {
+    let gone = store.create_user(user(gone)).await.unwrap();
+    let kept = store.create_user(user(kept)).await.unwrap();
+    for i in 0..n {
+        store
+            .record_quote(gone.id, quote("DEL.US", i))
+            .await
+            .unwrap();
+        store
+            .record_quote(kept.id, quote("KEEP.US", i))
+            .await
+            .unwrap();
+    }
+    (gone, kept)
+}
+
 async fn all_history(store: &Arc<dyn Store>, user_id: i64) -> Vec<store::HistoryEntry> {
     store
         .history_page(user_id, None, None, u32::MAX)
@@ -459,18 +482,7 @@ async fn users_see_only_their_history(store: Arc<dyn Store>) {
 }
 
 async fn delete_user_cascades_history(store: Arc<dyn Store>) {
-    let gone = store.create_user(user("gone")).await.unwrap();
-    let kept = store.create_user(user("kept")).await.unwrap();
-    for i in 0..4 {
-        store
-            .record_quote(gone.id, quote("DEL.US", i))
-            .await
-            .unwrap();
-        store
-            .record_quote(kept.id, quote("KEEP.US", i))
-            .await
-            .unwrap();
-    }
+    let (gone, kept) = gone_and_kept(&store, "gone", "kept", 4).await;
     assert!(store.delete_user("gone").await.unwrap());
     assert!(all_history(&store, gone.id).await.is_empty());
     assert_eq!(all_history(&store, kept.id).await.len(), 4);
@@ -1334,18 +1346,7 @@ async fn postgres_a_user_deleted_by_plain_sql_takes_their_history() {
     let Some((_db, store, raw)) = postgres_with_raw().await else {
         return;
     };
-    let gone = store.create_user(user("plain_gone")).await.unwrap();
-    let kept = store.create_user(user("plain_kept")).await.unwrap();
-    for i in 0..3 {
-        store
-            .record_quote(gone.id, quote("GO.US", i))
-            .await
-            .unwrap();
-        store
-            .record_quote(kept.id, quote("KEEP.US", i))
-            .await
-            .unwrap();
-    }
+    let (gone, kept) = gone_and_kept(&store, "plain_gone", "plain_kept", 3).await;
 
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(gone.id)
