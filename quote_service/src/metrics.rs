@@ -86,6 +86,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Watch-list refreshes this worker ran (it was the active refresher and something was watched)",
     ),
     (
+        "quote_watch_symbols_skipped_total",
+        Kind::Counter,
+        "Watched symbols left out of a refresh because the watch list was over WATCH_MAX_SYMBOLS, summed over refreshes",
+    ),
+    (
         "quote_live_quotes_published_total",
         Kind::Counter,
         "Changed quotes this worker published to the live exchange",
@@ -170,6 +175,7 @@ struct Inner {
     rpc_messages: [Counter; 6],
     rpc_latency: Histogram,
     watch_refreshes: Counter,
+    watch_skipped: Counter,
     live_published: Counter,
 }
 
@@ -212,6 +218,7 @@ impl Metrics {
                 .map(|o| labelled("quote_rpc_messages_total", "outcome", o.as_str())),
             rpc_latency: histogram("quote_rpc_handle_seconds"),
             watch_refreshes: counter("quote_watch_refreshes_total"),
+            watch_skipped: counter("quote_watch_symbols_skipped_total"),
             live_published: counter("quote_live_quotes_published_total"),
             handle,
             recorder,
@@ -255,6 +262,11 @@ impl Metrics {
     /// One refresh of the watch list (counted whether or not anything changed).
     pub fn watch_refreshed(&self) {
         self.inner.watch_refreshes.increment(1);
+    }
+
+    /// Watched symbols one refresh left out (over `WATCH_MAX_SYMBOLS`).
+    pub fn watch_symbols_skipped(&self, symbols: usize) {
+        self.inner.watch_skipped.increment(symbols as u64);
     }
 
     /// One changed quote published to the live exchange.

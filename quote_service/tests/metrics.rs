@@ -26,6 +26,7 @@ const FAMILIES: &[&str] = &[
     "quote_rpc_messages_total",
     "quote_rpc_handle_seconds",
     "quote_watch_refreshes_total",
+    "quote_watch_symbols_skipped_total",
     "quote_live_quotes_published_total",
     "quote_http_requests_total",
     "quote_http_request_seconds",

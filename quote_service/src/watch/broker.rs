@@ -242,6 +242,7 @@ async fn refresh(
     span.record("changed", changed.len());
     stats.0.refreshes.fetch_add(1, Ordering::Relaxed);
     config.metrics.watch_refreshed();
+    config.metrics.watch_symbols_skipped(list.skipped());
     if !changed.is_empty() {
         channel
             .exchange_declare(

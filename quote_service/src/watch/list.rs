@@ -24,12 +24,15 @@ struct Entry {
 
 /// Bounded: at most `max_instances` instances, each with at most [`MAX_INTEREST_SYMBOLS`]
 /// symbols, each entry at most `max_ttl` long; [`symbols`](Self::symbols) returns at most
-/// `max_symbols` (the ones past it are not refreshed, and say so in the log).
+/// `max_symbols` (the ones past it are not refreshed: counted in [`skipped`](Self::skipped),
+/// and said in the log once when the list goes over the bound).
 pub struct WatchList {
     entries: HashMap<String, Entry>,
     max_ttl: Duration,
     max_symbols: usize,
     max_instances: usize,
+    /// Symbols past `max_symbols` at the last [`symbols`](Self::symbols).
+    skipped: usize,
 }
 
 impl WatchList {
@@ -39,6 +42,7 @@ impl WatchList {
             max_ttl,
             max_symbols: max_symbols.max(1),
             max_instances: max_instances.max(1),
+            skipped: 0,
         }
     }
 
@@ -80,14 +84,30 @@ impl WatchList {
     pub fn symbols(&mut self, now: Instant) -> Vec<Symbol> {
         self.expire(now);
         let all: BTreeSet<&Symbol> = self.entries.values().flat_map(|e| &e.symbols).collect();
-        if all.len() > self.max_symbols {
+        let skipped = all.len().saturating_sub(self.max_symbols);
+        // Once per episode, not at every refresh: an overflow lasts as long as the interest
+        // that caused it, and a warning every WATCH_REFRESH would bury the rest of the log.
+        // `quote_watch_symbols_skipped_total` counts it meanwhile.
+        if skipped > 0 && self.skipped == 0 {
             tracing::warn!(
                 watched = all.len(),
                 refreshed = self.max_symbols,
-                "more symbols watched than WATCH_MAX_SYMBOLS; refreshing the first ones only"
+                "more symbols watched than WATCH_MAX_SYMBOLS; refreshing the first ones only \
+                 until the list is back under it"
+            );
+        } else if skipped == 0 && self.skipped > 0 {
+            tracing::info!(
+                watched = all.len(),
+                "the watch list is back under WATCH_MAX_SYMBOLS; refreshing every symbol"
             );
         }
+        self.skipped = skipped;
         all.into_iter().take(self.max_symbols).cloned().collect()
+    }
+
+    /// Watched symbols the last [`symbols`](Self::symbols) left out (past `max_symbols`).
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// Instances with live interest.
@@ -183,6 +203,23 @@ mod tests {
             Err(Refused::TooManyInstances(1))
         );
         assert_eq!(names(&mut list, now), ["a.us", "b.us"]);
+    }
+
+    #[test]
+    fn symbols_past_the_bound_are_counted_until_the_list_is_back_under_it() {
+        let mut list = WatchList::new(Duration::from_secs(60), 2, 10);
+        let now = Instant::now();
+        list.apply(interest("a", &["a.us", "b.us"], 1000), now)
+            .unwrap();
+        list.apply(interest("b", &["c.us", "d.us", "e.us"], 1000), now)
+            .unwrap();
+
+        assert_eq!(names(&mut list, now), ["a.us", "b.us"]);
+        assert_eq!(list.skipped(), 3);
+
+        list.apply(interest("b", &[], 1000), now).unwrap();
+        assert_eq!(names(&mut list, now), ["a.us", "b.us"]);
+        assert_eq!(list.skipped(), 0);
     }
 
     #[test]
