@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{PoolStats, WriteStats};
+use crate::transport::TransportError;
 
 /// Latency buckets in seconds: fine-grained around the 20 ms p99 target, up to the RPC
 /// timeout range.
@@ -176,7 +177,23 @@ impl Metrics {
             .insert(key, series);
     }
 
-    pub fn quote_rpc(&self, outcome: &'static str, elapsed: Duration) {
+    /// Runs one call to the quote service (`/stock`'s or `/quotes`'), counting and timing it
+    /// by outcome.
+    pub async fn quote_call<T>(
+        &self,
+        call: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.outcome(),
+        };
+        self.quote_rpc(outcome, started.elapsed());
+        result
+    }
+
+    fn quote_rpc(&self, outcome: &'static str, elapsed: Duration) {
         self.record(|| {
             metrics::counter!("quote_rpc_total", "outcome" => outcome).increment(1);
             metrics::histogram!("quote_rpc_duration_seconds", "outcome" => outcome)

@@ -9,7 +9,6 @@
 //! answer to the batch in time (504), the database (503).
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
@@ -224,14 +223,10 @@ pub async fn quotes(
         Vec::new()
     } else {
         let request_id = request_id::current().unwrap_or_default();
-        let started = Instant::now();
-        let result = state.transport.get_quotes(&symbols, &request_id).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(err) => err.outcome(),
-        };
-        state.metrics.quote_rpc(outcome, started.elapsed());
-        result?
+        state
+            .metrics
+            .quote_call(state.transport.get_quotes(&symbols, &request_id))
+            .await?
     }
     .into_iter();
 

@@ -1,8 +1,6 @@
 //! `GET /api/v1/stock?q=SYMBOL`: a quote from the quote service, recorded in the caller's
 //! history before it is returned.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -148,14 +146,10 @@ pub async fn stock(
 
     let requested_at = Utc::now();
     let request_id = request_id::current().unwrap_or_default();
-    let started = Instant::now();
-    let result = state.transport.get_quote(&symbol, &request_id).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(err) => err.outcome(),
-    };
-    state.metrics.quote_rpc(outcome, started.elapsed());
-    let quote = result?;
+    let quote = state
+        .metrics
+        .quote_call(state.transport.get_quote(&symbol, &request_id))
+        .await?;
 
     // Committed before the 200 leaves: a client that got its quote finds it in its history.
     record(
