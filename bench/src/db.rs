@@ -3,9 +3,47 @@
 //! check that nothing was lost (row counts, counter sums, top symbols).
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row, SqlitePool};
+
+/// PostgreSQL databases this process created and has not dropped yet, as (admin URL, name):
+/// what [`drop_created`] drops when a run is interrupted before its scenarios close their
+/// databases (a history scenario's database holds a million rows).
+static CREATED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn created() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    CREATED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drops every database this process created and has not dropped yet (best effort, reported
+/// on stderr), for an interrupted run.
+pub async fn drop_created() {
+    let leftovers = std::mem::take(&mut *created());
+    for (admin_url, name) in leftovers {
+        drop_database(&admin_url, &name).await;
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    let result = async {
+        let mut admin = PgConnection::connect(admin_url).await?;
+        // The name is ours (hex only), so formatting it into the statement is safe.
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+            )))
+            .await?;
+        admin.close().await
+    }
+    .await;
+    if let Err(err) = result {
+        eprintln!("bench: could not drop database {name}: {err}");
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +82,7 @@ impl BenchDb {
                 admin
                     .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
                     .await?;
+                created().push((admin_url.clone(), name.clone()));
                 let _ = admin.close().await;
                 let url = format!("{base}/{name}");
                 // Lazy: the tables appear only once api_service has migrated.
@@ -168,19 +207,8 @@ impl BenchDb {
             Pool::Sqlite(p) => p.close().await,
         }
         if let Some((admin_url, name)) = self.drop_on_close {
-            let result = async {
-                let mut admin = PgConnection::connect(&admin_url).await?;
-                admin
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
-                    )))
-                    .await?;
-                admin.close().await
-            }
-            .await;
-            if let Err(err) = result {
-                eprintln!("bench: could not drop database {name}: {err}");
-            }
+            created().retain(|(_, created)| *created != name);
+            drop_database(&admin_url, &name).await;
         }
     }
 }

@@ -2,9 +2,36 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let summary = bench::run(bench::Settings::parse()).await?;
+    let run = Box::pin(bench::run(bench::Settings::parse()));
+    let summary = tokio::select! {
+        summary = run => summary?,
+        signal = interrupted() => {
+            // The run future is gone here: its services, wrk and the echo load are killed as
+            // their handles drop (`kill_on_drop`). Only the databases need a round trip.
+            eprintln!("bench: {signal}; services stopped, dropping the run's databases");
+            bench::db::drop_created().await;
+            std::process::exit(130);
+        }
+    };
     if !summary.failures.is_empty() {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Ctrl-C or a SIGTERM (a `timeout`, a CI job cancelled): the run stops and cleans up
+/// rather than leaving services running and a `bench_*` database behind.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            eprintln!("bench: cannot watch for SIGTERM ({err}); Ctrl-C still cleans up");
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
 }

@@ -340,6 +340,7 @@ async fn echo(
                 .arg(format!("{}ms", duration.as_millis()))
                 .args(confirm.then_some("--confirm"))
                 .env("AMQP_URL", amqp_url)
+                .kill_on_drop(true)
                 .output()
                 .await?;
             if !out.status.success() {

@@ -291,6 +291,8 @@ pub async fn run(base_url: &str, plan: &Plan, load: Load, work_dir: &Path) -> Re
         .arg("-s")
         .arg(&script_path)
         .arg(base_url)
+        // An interrupted bench must not leave wrk hammering a stack that is gone.
+        .kill_on_drop(true)
         .output()
         .await
         .context("running wrk (install it: apt-get install -y wrk)")?;
