@@ -1028,7 +1028,22 @@ const STREAM_OPEN_CONCURRENCY: usize = 50;
 const STREAM_GRACE: Duration = Duration::from_secs(3);
 
 /// quote_service's default `BATCH_SIZE`: symbols per upstream call.
-const WORKER_BATCH_SIZE: usize = 50;
+const DEFAULT_WORKER_BATCH_SIZE: usize = 50;
+
+/// The worker's `BATCH_SIZE` as the stack runs it: the last `--quote-env` setting, else the
+/// environment the services inherit from the harness, else quote_service's default. The
+/// stream scenario's expected upstream calls per refresh follow from it.
+fn worker_batch_size(quote_env: &[(String, String)], inherited: Option<String>) -> usize {
+    quote_env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "BATCH_SIZE")
+        .map(|(_, value)| value.clone())
+        .or(inherited)
+        .and_then(|value| value.trim().parse().ok())
+        .filter(|size: &usize| *size > 0)
+        .unwrap_or(DEFAULT_WORKER_BATCH_SIZE)
+}
 
 fn unix_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -1084,6 +1099,7 @@ async fn stream(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepo
         ),
         ("FAKE_STOOQ_SEED".to_owned(), "1".to_owned()),
     ];
+    let batch_size = worker_batch_size(&options.quote_env, std::env::var("BATCH_SIZE").ok());
     let mut stack = Stack::start(&cfg.bins, options, work_dir).await?;
     let outcome = async {
         let users = stack
@@ -1255,7 +1271,7 @@ async fn stream(cfg: &Config, work_dir: &std::path::Path) -> Result<ScenarioRepo
         // What one refresh should cost upstream: one call per BATCH_SIZE watched symbols.
         report.extra.insert(
             "upstream_calls_per_refresh_expected".into(),
-            serde_json::json!(symbols.len().div_ceil(WORKER_BATCH_SIZE)),
+            serde_json::json!(symbols.len().div_ceil(batch_size)),
         );
         report
             .extra
@@ -1699,6 +1715,31 @@ pub fn normalise(mut scenarios: Vec<Scenario>) -> Vec<Scenario> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expected_batch_size_is_the_one_the_worker_runs_with() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+
+        assert_eq!(worker_batch_size(&[], None), DEFAULT_WORKER_BATCH_SIZE);
+        assert_eq!(worker_batch_size(&[], Some("20".into())), 20);
+        assert_eq!(
+            worker_batch_size(
+                &env(&[("BATCH_SIZE", "10"), ("BATCH_SIZE", "25")]),
+                Some("20".into())
+            ),
+            25,
+            "the last --quote-env wins over the inherited environment"
+        );
+        assert_eq!(
+            worker_batch_size(&env(&[("CACHE_TTL", "0")]), Some("junk".into())),
+            DEFAULT_WORKER_BATCH_SIZE
+        );
+    }
 
     /// A drained wrk run: `sent` requests, `answered` of them answered, `ok` with a 200.
     fn wrk_result(sent: u64, answered: u64, ok: u64) -> WrkResult {
