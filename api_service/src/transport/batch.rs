@@ -69,7 +69,20 @@ pub(super) async fn settle<T: QuoteTransport + ?Sized>(
     symbols: &[Symbol],
     request_id: &str,
 ) -> Result<Vec<SymbolResult>, TransportError> {
-    match shared::read_batch_reply(reply, symbols.len()) {
+    let read = shared::read_batch_reply(reply, symbols.len());
+    settle_read(transport, notice, read, symbols, request_id).await
+}
+
+/// [`settle`] for a reply already read (the HTTP transport reads it first to tell a worker's
+/// reply from a proxy's error page by status).
+pub(super) async fn settle_read<T: QuoteTransport + ?Sized>(
+    transport: &T,
+    notice: &OldWorkerNotice,
+    read: Result<BatchReplyRead, String>,
+    symbols: &[Symbol],
+    request_id: &str,
+) -> Result<Vec<SymbolResult>, TransportError> {
+    match read {
         Ok(BatchReplyRead::Results(results)) => Ok(results
             .into_iter()
             .map(|r| r.map_err(TransportError::Quote))

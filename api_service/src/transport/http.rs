@@ -188,7 +188,8 @@ impl QuoteTransport for HttpTransport {
             .map_err(classify)?;
         let status = response.status();
         let body = response.bytes().await.map_err(classify)?;
-        if shared::read_batch_reply(&body, symbols.len()).is_err() {
+        let read = shared::read_batch_reply(&body, symbols.len());
+        if read.is_err() {
             if status == StatusCode::NOT_FOUND {
                 self.old_worker
                     .note("the quote service has no /api/v1/quotes (HTTP 404)");
@@ -203,7 +204,7 @@ impl QuoteTransport for HttpTransport {
                 "unexpected answer to a batch (HTTP {status})"
             )));
         }
-        batch::settle(self, &self.old_worker, &body, symbols, request_id).await
+        batch::settle_read(self, &self.old_worker, read, symbols, request_id).await
     }
 
     fn is_ready(&self) -> bool {
