@@ -72,7 +72,13 @@ def sample(path):
 
 
 def summary(path, min_rows_per_s):
-    samples = [json.loads(line) for line in open(path)]
+    # The sampler is stopped by a signal, which can cut its last line short.
+    samples = []
+    for line in open(path):
+        try:
+            samples.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
     per_row, rates = {}, []
     for a, b in zip(samples, samples[1:]):
         seconds, rows = b[0] - a[0], b[2] - a[2]
