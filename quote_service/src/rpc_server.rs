@@ -22,6 +22,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use shared::contract::VersionProbe;
+use shared::reconnect::Reconnect;
 use shared::{
     BATCH_CONTRACT_VERSION, BatchQuoteReply, BatchQuoteRequest, CONTRACT_VERSION, ErrorCode,
     MAX_BATCH_SYMBOLS, QuoteReply, QuoteRequest, QuoteResult, REQUEST_ID_HEADER, Symbol,
@@ -38,10 +39,6 @@ use crate::quotes::{Answer, QuoteService};
 /// Longest a request may ask us to work on it, whatever its `deadline_ms` says; keeps a
 /// bogus far-future deadline from pinning resources.
 const MAX_WAIT: Duration = Duration::from_secs(300);
-
-/// Reconnect backoff: doubles from the first step up to the cap.
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_CAP: Duration = Duration::from_secs(2);
 
 /// How often the consume loop double-checks the connection, in case the broker vanished
 /// without the consumer stream noticing.
@@ -390,23 +387,17 @@ pub async fn run(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    let mut pause = RECONNECT_FIRST;
     // `host:port` only: the URL holds the password.
     let broker = shared::endpoint::of_url(config.amqp_url.expose_secret());
+    let mut reconnect = Reconnect::new("RPC consumer", broker.clone());
     while !shutdown.is_cancelled() {
-        match consume(&config, &ctx, &readiness, &shutdown, &mut pause).await {
-            Ok(()) => break,
-            Err(e) => {
-                let error = shared::error_chain::report(&e);
-                readiness
-                    .set_not_ready(format!("not consuming from RabbitMQ at {broker}: {error}"));
-                tracing::warn!(%broker, error, retry_in = ?pause, "RabbitMQ consumer down; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(RECONNECT_CAP);
-            }
+        let Err(e) = consume(&config, &ctx, &readiness, &shutdown, &mut reconnect).await else {
+            break;
+        };
+        let error = shared::error_chain::report(&e);
+        readiness.set_not_ready(format!("not consuming from RabbitMQ at {broker}: {error}"));
+        if !reconnect.after_loss(&error, &shutdown).await {
+            break;
         }
     }
     readiness.set_not_ready("shutting down");
@@ -418,7 +409,7 @@ async fn consume(
     ctx: &RpcContext,
     readiness: &Readiness,
     shutdown: &CancellationToken,
-    pause: &mut Duration,
+    reconnect: &mut Reconnect,
 ) -> Result<(), ConsumeError> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("quote_service:{}", config.queue).into());
@@ -446,7 +437,7 @@ async fn consume(
         )
         .await?;
     readiness.set_ready();
-    *pause = RECONNECT_FIRST;
+    reconnect.connected();
     tracing::info!(queue = %config.queue, prefetch = config.prefetch, "consuming quote requests");
 
     let tracker = TaskTracker::new();

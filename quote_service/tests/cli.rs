@@ -103,7 +103,7 @@ fn an_unreachable_broker_is_named_by_host_and_port_without_password_or_colour() 
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         output.push_str(&line);
         output.push('\n');
-        if line.contains("RabbitMQ consumer down") {
+        if line.contains("RPC consumer lost RabbitMQ; reconnecting") {
             warning = Some(line);
             break;
         }

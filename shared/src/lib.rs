@@ -9,6 +9,7 @@ pub mod error_chain;
 pub mod http_server;
 pub mod live;
 pub mod pattern;
+pub mod reconnect;
 pub mod symbol;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

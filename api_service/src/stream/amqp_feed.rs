@@ -27,12 +27,11 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use shared::Symbol;
 use shared::live::{Interest, LIVE_VERSION, LiveNames, LiveQuote};
+use shared::reconnect::Reconnect;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::StreamHub;
 
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_CAP: Duration = Duration::from_secs(2);
 const LIVENESS_CHECK: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
@@ -60,25 +59,19 @@ pub async fn run(
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let broker = ::shared::endpoint::of_url(&config.url);
-    let mut pause = RECONNECT_FIRST;
+    let mut reconnect = Reconnect::new("live-quote feed", ::shared::endpoint::of_url(&config.url));
     while !shutdown.is_cancelled() {
         if !watchers_arrive(&hub, &shutdown).await {
             break;
         }
-        let result = session(&config, &hub, &connected, &shutdown, &mut pause).await;
+        let result = session(&config, &hub, &connected, &shutdown, &mut reconnect).await;
         connected.store(false, Ordering::Relaxed);
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                let error = ::shared::error_chain::report(&e);
-                tracing::warn!(%broker, error, retry_in = ?pause, "live-quote feed lost RabbitMQ; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(RECONNECT_CAP);
-            }
+        let Err(e) = result else { break };
+        if !reconnect
+            .after_loss(&::shared::error_chain::report(&e), &shutdown)
+            .await
+        {
+            break;
         }
     }
 }
@@ -104,7 +97,7 @@ async fn session(
     hub: &StreamHub,
     connected: &AtomicBool,
     shutdown: &CancellationToken,
-    pause: &mut Duration,
+    reconnect: &mut Reconnect,
 ) -> Result<(), FeedError> {
     let props = ConnectionProperties::default().with_connection_name(
         format!(
@@ -139,7 +132,7 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
-    *pause = RECONNECT_FIRST;
+    reconnect.connected();
 
     let mut links = Links {
         channel: &channel,

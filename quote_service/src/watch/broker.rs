@@ -12,6 +12,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::ExposeSecret;
 use shared::live::Interest;
+use shared::reconnect::Reconnect;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +20,6 @@ use tokio_util::sync::CancellationToken;
 use super::{MAX_INSTANCES, MAX_INTEREST_TTL, Refresher, WatchConfig, WatchList, WatchStats};
 use crate::quotes::QuoteService;
 
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_CAP: Duration = Duration::from_secs(2);
 const LIVENESS_CHECK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +41,10 @@ pub async fn run(
 ) {
     let mut list = WatchList::new(MAX_INTEREST_TTL, config.max_symbols, MAX_INSTANCES);
     let mut refresher = Refresher::new(service, config.fetch_timeout);
-    let mut pause = RECONNECT_FIRST;
-    let broker = shared::endpoint::of_url(config.amqp_url.expose_secret());
+    let mut reconnect = Reconnect::new(
+        "watch",
+        shared::endpoint::of_url(config.amqp_url.expose_secret()),
+    );
     while !shutdown.is_cancelled() {
         let result = session(
             &config,
@@ -51,21 +52,16 @@ pub async fn run(
             &mut refresher,
             &stats,
             &shutdown,
-            &mut pause,
+            &mut reconnect,
         )
         .await;
         stats.0.connected.store(false, Ordering::Relaxed);
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                let error = shared::error_chain::report(&e);
-                tracing::warn!(%broker, error, retry_in = ?pause, "watch lost RabbitMQ; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(RECONNECT_CAP);
-            }
+        let Err(e) = result else { break };
+        if !reconnect
+            .after_loss(&shared::error_chain::report(&e), &shutdown)
+            .await
+        {
+            break;
         }
     }
 }
@@ -131,7 +127,7 @@ async fn session(
     refresher: &mut Refresher,
     stats: &WatchStats,
     shutdown: &CancellationToken,
-    pause: &mut Duration,
+    reconnect: &mut Reconnect,
 ) -> Result<(), WatchError> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("quote_service watch:{}", config.names.refresh_queue).into());
@@ -159,7 +155,7 @@ async fn session(
         )
         .await?;
     stats.0.connected.store(true, Ordering::Relaxed);
-    *pause = RECONNECT_FIRST;
+    reconnect.connected();
     tracing::info!(refresh = ?config.refresh, "watch list connected");
 
     let mut post_tick = tokio::time::interval(config.refresh);
