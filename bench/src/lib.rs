@@ -5,6 +5,7 @@
 //! with two baselines measured in the same run: the bare RPC echo of [`echo`] and a bare axum
 //! server (`http_baseline`). `scripts/bench.sh` is the one command.
 
+pub mod compare;
 pub mod db;
 pub mod echo;
 pub mod memory;
@@ -130,20 +131,24 @@ fn snapshot_binaries(from: &std::path::Path, to: &std::path::Path) -> Result<Bin
     })
 }
 
-/// Runs the chosen scenarios, prints the table and writes the JSON summary. Returns the
-/// summary; scenarios that failed to run are listed in it (missed targets are not errors).
-pub async fn run(settings: Settings) -> Result<Summary> {
-    let wrk_present = std::process::Command::new("wrk")
+fn stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn wrk_present() -> Result<()> {
+    let present = std::process::Command::new("wrk")
         .arg("--version")
         .output()
         .is_ok();
-    if !wrk_present {
+    if !present {
         bail!("wrk is not installed (apt-get install -y wrk, or run scripts/bench.sh)");
     }
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let work_dir = settings.work_dir.join(&stamp);
-    let bins = snapshot_binaries(&settings.bin_dir, &work_dir.join("bin"))?;
-    let cfg = Config {
+    Ok(())
+}
+
+/// What every scenario needs from the command line, for one set of binaries.
+fn config(settings: &Settings, bins: Binaries, work_dir: std::path::PathBuf) -> Config {
+    Config {
         bins,
         work_dir,
         pg_base: settings.pg_base.clone(),
@@ -168,7 +173,16 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         stream_refresh: settings.stream_refresh,
         api_env: settings.api_env.clone(),
         quote_env: settings.quote_env.clone(),
-    };
+    }
+}
+
+/// Runs the chosen scenarios, prints the table and writes the JSON summary. Returns the
+/// summary; scenarios that failed to run are listed in it (missed targets are not errors).
+pub async fn run(settings: Settings) -> Result<Summary> {
+    wrk_present()?;
+    let work_dir = settings.work_dir.join(stamp());
+    let bins = snapshot_binaries(&settings.bin_dir, &work_dir.join("bin"))?;
+    let cfg = config(&settings, bins, work_dir);
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("creating {}", cfg.work_dir.display()))?;
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -222,6 +236,100 @@ pub async fn run(settings: Settings) -> Result<Summary> {
     .with_context(|| format!("writing {}", markdown_path.display()))?;
     println!("Markdown tables: {}", markdown_path.display());
     let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
+    Ok(summary)
+}
+
+/// Runs every chosen scenario once per round with each build (`--bin-dir`, then
+/// `--compare-with`, the order swapped each round), prints the comparison and writes it as
+/// JSON and Markdown. Per-build tables and targets are not printed: one run per build and
+/// round is not the medians-of-runs that targets are judged on.
+pub async fn compare(settings: Settings) -> Result<compare::ComparisonSummary> {
+    use compare::Side;
+
+    let Some(candidate_dir) = settings.compare_with.clone() else {
+        bail!("compare needs --compare-with");
+    };
+    wrk_present()?;
+    let work_dir = settings.work_dir.join(stamp());
+    let mut configs = Vec::new();
+    for (side, dir) in [
+        (Side::Baseline, &settings.bin_dir),
+        (Side::Candidate, &candidate_dir),
+    ] {
+        let name = format!("{side:?}").to_lowercase();
+        let bins = snapshot_binaries(dir, &work_dir.join(&name).join("bin"))?;
+        let mut cfg = config(&settings, bins, work_dir.join(&name));
+        cfg.runs = 1;
+        configs.push((side, cfg));
+    }
+    let mut comparisons = compare::Comparisons::default();
+    let mut failures = Vec::new();
+    for scenario in plan_scenarios(&settings.scenarios) {
+        for round in 0..usize::from(settings.runs) {
+            for side in compare::order(round) {
+                let (_, base) = configs
+                    .iter()
+                    .find(|(s, _)| *s == side)
+                    .expect("both builds are configured");
+                let cfg = Config {
+                    work_dir: base.work_dir.join(format!("round-{round}")),
+                    ..base.clone()
+                };
+                std::fs::create_dir_all(&cfg.work_dir)
+                    .with_context(|| format!("creating {}", cfg.work_dir.display()))?;
+                eprintln!(
+                    "bench: === {} round {}/{} {side:?} ===",
+                    scenario.name(),
+                    round + 1,
+                    settings.runs
+                );
+                match scenarios::run(scenario, &cfg).await {
+                    Ok(reports) => comparisons.record(side, round, &reports),
+                    Err(err) => {
+                        eprintln!("bench: {} ({side:?}) failed: {err:#}", scenario.name());
+                        failures.push(Failure {
+                            scenario: format!(
+                                "{} ({side:?}, round {})",
+                                scenario.name(),
+                                round + 1
+                            ),
+                            error: format!("{err:#}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let rows = comparisons.finish();
+    let table = compare::table(&rows, settings.runs.into());
+    println!("{table}");
+    for f in &failures {
+        println!("FAILED TO RUN {}: {}", f.scenario, f.error);
+    }
+    let summary = compare::ComparisonSummary {
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        machine: Machine::detect(),
+        baseline_bin_dir: settings.bin_dir.display().to_string(),
+        candidate_bin_dir: candidate_dir.display().to_string(),
+        duration_s: settings.duration.as_secs_f64(),
+        warmup_s: settings.warmup.as_secs_f64(),
+        rounds: settings.runs,
+        rows,
+        failures,
+    };
+    if let Some(dir) = settings.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", settings.output.display()))?;
+    println!("JSON summary: {}", settings.output.display());
+    let markdown_path = settings.output.with_extension("md");
+    std::fs::write(&markdown_path, &table)
+        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    println!("Markdown table: {}", markdown_path.display());
+    for (_, cfg) in &configs {
+        let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
+    }
     Ok(summary)
 }
 

@@ -108,6 +108,13 @@ pub struct Settings {
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
     pub bin_dir: PathBuf,
 
+    /// A second directory of release binaries to compare with `--bin-dir`'s: every run of
+    /// every scenario is made once with each build, back to back, the order swapped from one
+    /// run to the next, and the report gives each row's candidate / baseline ratio within
+    /// each run, median over the runs (see `compare.rs`).
+    #[arg(long, env = "BENCH_COMPARE_WITH")]
+    pub compare_with: Option<PathBuf>,
+
     /// PostgreSQL server (no database) on which `bench_<uuid>` databases are created.
     #[arg(
         long,
