@@ -6,6 +6,7 @@
 //! server (`http_baseline`). `scripts/bench.sh` is the one command.
 
 pub mod compare;
+pub mod cpu;
 pub mod db;
 pub mod echo;
 pub mod memory;

@@ -13,6 +13,7 @@ use chrono::{TimeZone, Utc};
 use clap::ValueEnum;
 use serde::Serialize;
 
+use crate::cpu;
 use crate::db::Backend;
 use crate::echo::EchoResult;
 use crate::memory::{RssFigures, RssSampler, ServiceMemory};
@@ -155,6 +156,9 @@ pub struct RunFigures {
     /// The machine's 1-minute load average when the run ended (the stack alone kept it at
     /// 2.5-5.5 on 2 cores; compare runs with it to spot one that shared the CPU).
     pub load_avg_1m: f64,
+    /// Microseconds of CPU per answered request, per process (`cpu.rs`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_us_per_request: BTreeMap<String, f64>,
 }
 
 impl RunFigures {
@@ -220,6 +224,28 @@ impl Medians {
     }
 }
 
+/// `cpu_us_per_request.<process>`: the median over the runs of each process's CPU per
+/// request, for the runs that measured it.
+fn cpu_medians(runs: &[RunFigures]) -> BTreeMap<String, serde_json::Value> {
+    let names: std::collections::BTreeSet<&String> = runs
+        .iter()
+        .flat_map(|r| r.cpu_us_per_request.keys())
+        .collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.cpu_us_per_request.get(name).copied())
+                .collect();
+            (
+                format!("cpu_us_per_request.{name}"),
+                serde_json::json!(median(&values)),
+            )
+        })
+        .collect()
+}
+
 /// A yes/no fact the run established (nothing lost, counters consistent, ...).
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -262,10 +288,10 @@ impl ScenarioReport {
             median: Medians::of(&runs),
             ratio_to_echo: None,
             ratio_to_http_baseline: None,
+            extra: cpu_medians(&runs),
             runs,
             memory: BTreeMap::new(),
             checks: Vec::new(),
-            extra: BTreeMap::new(),
         }
     }
 
@@ -570,6 +596,7 @@ async fn stock_runs_at(
         let (hits_before, symbols_before) = stack.upstream_counters().await?;
         let rpc_before = stack.rpc_counters().await;
         let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
+        let cpu_before = cpu::Snapshot::take();
         let result = wrk::run(
             &stack.api_url,
             plan,
@@ -580,11 +607,13 @@ async fn stock_runs_at(
             work_dir,
         )
         .await?;
+        let cpu_after = cpu::Snapshot::take();
         peaks.add_run(&sampler.finish().await);
         let rows_after = stack.db.settled_history_rows().await?;
         let (hits_after, symbols_after) = stack.upstream_counters().await?;
         let rpc_after = stack.rpc_counters().await;
         let mut fig = RunFigures::from_wrk(&result);
+        fig.cpu_us_per_request = cpu_before.per_request(&cpu_after, result.requests);
         let added = rows_after - rows_before;
         fig.rows_added = Some(added);
         fig.upstream_requests = Some(hits_after.saturating_sub(hits_before));
@@ -740,7 +769,7 @@ fn stock_report_of(
 ) -> ScenarioReport {
     let mut report = ScenarioReport::new(name, description, connections, outcome.runs);
     report.checks = outcome.checks;
-    report.extra = outcome.extra;
+    report.extra.extend(outcome.extra);
     report.set_memory(stack.memory(&outcome.rss));
     add_upstream_ratio(&mut report, quotes_per_ok);
     add_rpc_ratios(&mut report);
@@ -1309,6 +1338,7 @@ async fn plain_runs(
         stack.ensure_running()?;
         let rows_before = stack.db.settled_history_rows().await?;
         let sampler = RssSampler::start(stack.pids(), Duration::from_millis(100));
+        let cpu_before = cpu::Snapshot::take();
         let result = wrk::run(
             &stack.api_url,
             plan,
@@ -1316,8 +1346,10 @@ async fn plain_runs(
             work_dir,
         )
         .await?;
+        let cpu_after = cpu::Snapshot::take();
         peaks.add_run(&sampler.finish().await);
         let mut fig = RunFigures::from_wrk(&result);
+        fig.cpu_us_per_request = cpu_before.per_request(&cpu_after, result.requests);
         // Reads and logins must not write history: zero rows for zero /stock 200s.
         fig.rows_added = Some(stack.db.settled_history_rows().await? - rows_before);
         progress(
