@@ -132,6 +132,21 @@ fn snapshot_binaries(from: &std::path::Path, to: &std::path::Path) -> Result<Bin
     })
 }
 
+/// Writes the JSON summary to `output` and the Markdown beside it (same name, `.md`).
+fn write_outputs(output: &std::path::Path, summary: &impl Serialize, markdown: &str) -> Result<()> {
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(output, serde_json::to_string_pretty(summary)?)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("JSON summary: {}", output.display());
+    let markdown_path = output.with_extension("md");
+    std::fs::write(&markdown_path, markdown)
+        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    println!("Markdown tables: {}", markdown_path.display());
+    Ok(())
+}
+
 fn stamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
 }
@@ -217,25 +232,14 @@ pub async fn run(settings: Settings) -> Result<Summary> {
         targets,
         failures,
     };
-    if let Some(dir) = settings.output.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", settings.output.display()))?;
-    println!("JSON summary: {}", settings.output.display());
-    let markdown_path = settings.output.with_extension("md");
-    std::fs::write(
-        &markdown_path,
-        report::markdown(
-            &summary.scenarios,
-            &summary.targets,
-            &summary.machine,
-            summary.runs,
-            summary.duration_s,
-        ),
-    )
-    .with_context(|| format!("writing {}", markdown_path.display()))?;
-    println!("Markdown tables: {}", markdown_path.display());
+    let markdown = report::markdown(
+        &summary.scenarios,
+        &summary.targets,
+        &summary.machine,
+        summary.runs,
+        summary.duration_s,
+    );
+    write_outputs(&settings.output, &summary, &markdown)?;
     let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
     Ok(summary)
 }
@@ -318,16 +322,7 @@ pub async fn compare(settings: Settings) -> Result<compare::ComparisonSummary> {
         rows,
         failures,
     };
-    if let Some(dir) = settings.output.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&settings.output, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", settings.output.display()))?;
-    println!("JSON summary: {}", settings.output.display());
-    let markdown_path = settings.output.with_extension("md");
-    std::fs::write(&markdown_path, &table)
-        .with_context(|| format!("writing {}", markdown_path.display()))?;
-    println!("Markdown table: {}", markdown_path.display());
+    write_outputs(&settings.output, &summary, &table)?;
     for (_, cfg) in &configs {
         let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
     }
