@@ -1300,6 +1300,73 @@ async fn postgres_rows_from_an_older_writer_get_the_next_position() {
     raw.pool().close().await;
 }
 
+/// The backends of this test's database whose last statement was a history batch.
+async fn backends_that_wrote_history(raw: &store::PostgresStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND query LIKE 'WITH input AS%'",
+    )
+    .fetch_one(raw.pool())
+    .await
+    .unwrap()
+}
+
+/// Batches one after another commit on one connection: handing it back to the pool after
+/// each would cost a ping round trip per batch (sqlx pings whatever returns to its pool) and
+/// move the next batch to another connection meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batches_in_a_row_commit_on_one_connection() {
+    let Some((_db, store, raw)) = postgres_with_raw().await else {
+        return;
+    };
+    let u = store.create_user(user("steady")).await.unwrap();
+
+    for i in 0..20 {
+        store.record_quote(u.id, quote("ROW.US", i)).await.unwrap();
+    }
+
+    assert_eq!(backends_that_wrote_history(&raw).await, 1);
+    assert_eq!(all_history(&store, u.id).await.len(), 20);
+    raw.pool().close().await;
+}
+
+/// A writer with nothing to write gives its connection back, so readers get the whole pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_quiet_writer_gives_its_connection_back_to_the_pool() {
+    use std::time::{Duration, Instant};
+
+    let Some((_db, store, raw)) = postgres_with_raw().await else {
+        return;
+    };
+    let u = store.create_user(user("quiet")).await.unwrap();
+    store
+        .record_quote(u.id, quote("QUIET.US", 0))
+        .await
+        .unwrap();
+    let busy = store.pool_stats();
+    assert!(
+        busy.idle < busy.size as usize,
+        "the writer keeps its connection right after a batch: {busy:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = store.pool_stats();
+        if stats.idle == stats.size as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never given back: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .record_quote(u.id, quote("QUIET.US", 1))
+        .await
+        .unwrap();
+    assert_eq!(all_history(&store, u.id).await.len(), 2);
+    raw.pool().close().await;
+}
+
 /// History rows of a deleted user, counted straight from the table (the store's own reads
 /// ask for one user's rows and cannot show what is left behind).
 async fn rows_left_for(raw: &store::PostgresStore, user_id: i64) -> i64 {

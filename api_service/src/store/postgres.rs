@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -76,10 +77,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|err| at_endpoint(err.into(), &endpoint))?;
-        let commits = GroupCommit::spawn(PostgresWriter {
-            pool: pool.clone(),
-            endpoint: endpoint.clone(),
-        });
+        let commits = GroupCommit::spawn(PostgresWriter::new(pool.clone(), endpoint.clone()));
         Ok(PostgresStore {
             pool,
             commits,
@@ -239,11 +237,31 @@ async fn insert_rows(
     Ok(())
 }
 
+/// The group-commit writer's side of the store: one batch at a time, on a connection it
+/// keeps between batches (see [`Held`]).
 struct PostgresWriter {
     pool: PgPool,
     /// Named in outages (see [`at_endpoint`]).
     endpoint: String,
+    held: Arc<tokio::sync::Mutex<Option<Held>>>,
 }
+
+/// A connection the writer keeps between batches. Handing it back to the pool after every
+/// batch costs a round trip: sqlx 0.9 pings every connection that returns to its pool (not
+/// configurable), on a task of its own, and the next batch meanwhile lands on another
+/// connection. At one request per batch (low load) that was more than a third of
+/// PostgreSQL's CPU per request (see BENCHMARKS.md, round five). It is kept only while the
+/// pool would hand it out without a ping (used within [`PING_IF_IDLE_FOR`]) and for at most
+/// [`HOLD_AT_MOST`], so the pool's upkeep still reaches it; a quiet writer gives it back
+/// ([`release_idle`]) rather than keep it from the readers.
+struct Held {
+    conn: PoolConnection<Postgres>,
+    taken: Instant,
+    used: Instant,
+}
+
+/// How long the writer may keep one connection before handing it back to the pool.
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl BatchWriter for PostgresWriter {
@@ -257,20 +275,77 @@ impl BatchWriter for PostgresWriter {
 }
 
 impl PostgresWriter {
-    async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
-        if rows.len() <= ROWS_PER_STATEMENT {
-            // One statement commits on its own: no BEGIN/COMMIT round trips.
-            let mut conn = self.pool.acquire().await?;
-            insert_rows(&mut conn, rows).await?;
-            return Ok(());
+    fn new(pool: PgPool, endpoint: String) -> Self {
+        let held = Arc::new(tokio::sync::Mutex::new(None));
+        tokio::spawn(release_idle(Arc::downgrade(&held)));
+        Self {
+            pool,
+            endpoint,
+            held,
         }
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            insert_rows(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
+
+    async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
+        let mut held = self.held.lock().await;
+        let now = Instant::now();
+        let mut kept = match held.take() {
+            Some(kept)
+                if now.duration_since(kept.used) < PING_IF_IDLE_FOR
+                    && now.duration_since(kept.taken) < HOLD_AT_MOST =>
+            {
+                kept
+            }
+            // One kept too long goes back to the pool here (dropped), which checks it.
+            _ => Held {
+                conn: self.pool.acquire().await?,
+                taken: now,
+                used: now,
+            },
+        };
+        let written = write_rows(&mut kept.conn, rows).await;
+        // A failed batch's connection is not kept: dropped, the pool pings it and closes it
+        // if the failure was the connection's.
+        if written.is_ok() {
+            kept.used = Instant::now();
+            *held = Some(kept);
+        }
+        written
+    }
+}
+
+/// Gives the writer's connection back to the pool once no batch has used it for
+/// [`PING_IF_IDLE_FOR`]. Ends with the writer.
+async fn release_idle(held: std::sync::Weak<tokio::sync::Mutex<Option<Held>>>) {
+    loop {
+        tokio::time::sleep(PING_IF_IDLE_FOR).await;
+        let Some(held) = held.upgrade() else { return };
+        // A batch in progress holds the lock: the connection is in use.
+        if let Ok(mut held) = held.try_lock()
+            && held
+                .as_ref()
+                .is_some_and(|kept| kept.used.elapsed() >= PING_IF_IDLE_FOR)
+        {
+            held.take();
+        }
+    }
+}
+
+/// Rows and their counter increments, committed together.
+async fn write_rows(
+    conn: &mut sqlx::PgConnection,
+    rows: &[(i64, &NewHistoryEntry)],
+) -> Result<(), StoreError> {
+    if rows.len() <= ROWS_PER_STATEMENT {
+        // One statement commits on its own: no BEGIN/COMMIT round trips.
+        insert_rows(conn, rows).await?;
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        insert_rows(&mut tx, chunk).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -603,12 +678,12 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &NewHistoryEntry)> =
             entries.iter().map(|entry| (user_id, entry)).collect();
-        PostgresWriter {
-            pool: self.pool.clone(),
-            endpoint: self.endpoint.clone(),
+        async {
+            let mut conn = self.pool.acquire().await?;
+            write_rows(&mut conn, &rows).await
         }
-        .write_batch(&rows)
         .await
+        .map_err(|err| at_endpoint(err, &self.endpoint))
     }
 
     fn pool_stats(&self) -> PoolStats {
