@@ -1367,6 +1367,31 @@ async fn postgres_a_quiet_writer_gives_its_connection_back_to_the_pool() {
     raw.pool().close().await;
 }
 
+/// With a pool of one connection the writer keeps nothing: a read right after a write gets
+/// the connection at once instead of waiting for the writer to go quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_pool_of_one_is_never_kept_from_its_readers() {
+    use std::time::Duration;
+
+    let Some((_db, store, single)) = postgres_with_raw().await else {
+        return;
+    };
+    let u = store.create_user(user("single")).await.unwrap();
+
+    single.record_quote(u.id, quote("ONE.US", 0)).await.unwrap();
+    let page = tokio::time::timeout(
+        Duration::from_millis(500),
+        single.history_page(u.id, None, None, 10),
+    )
+    .await
+    .expect("the read did not wait for the writer's connection")
+    .unwrap();
+
+    assert_eq!(page.len(), 1);
+    single.record_quote(u.id, quote("ONE.US", 1)).await.unwrap();
+    single.pool().close().await;
+}
+
 /// History rows of a deleted user, counted straight from the table (the store's own reads
 /// ask for one user's rows and cannot show what is left behind).
 async fn rows_left_for(raw: &store::PostgresStore, user_id: i64) -> i64 {

@@ -253,7 +253,8 @@ struct PostgresWriter {
 /// PostgreSQL's CPU per request (see BENCHMARKS.md, round five). It is kept only while the
 /// pool would hand it out without a ping (used within [`PING_IF_IDLE_FOR`]) and for at most
 /// [`HOLD_AT_MOST`], so the pool's upkeep still reaches it; a quiet writer gives it back
-/// ([`release_idle`]) rather than keep it from the readers.
+/// ([`release_idle`]) rather than keep it from the readers, and a pool of one connection is
+/// never kept from them at all.
 struct Held {
     conn: PoolConnection<Postgres>,
     taken: Instant,
@@ -288,15 +289,15 @@ impl PostgresWriter {
     async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
         let mut held = self.held.lock().await;
         let now = Instant::now();
-        let mut kept = match held.take() {
-            Some(kept)
-                if now.duration_since(kept.used) < PING_IF_IDLE_FOR
-                    && now.duration_since(kept.taken) < HOLD_AT_MOST =>
-            {
-                kept
-            }
-            // One kept too long goes back to the pool here (dropped), which checks it.
-            _ => Held {
+        // One kept too long goes back to the pool (dropped, so the pool checks it) before
+        // another is asked for: with a small pool, holding it would wait for itself.
+        let fresh = held.take().filter(|kept| {
+            now.duration_since(kept.used) < PING_IF_IDLE_FOR
+                && now.duration_since(kept.taken) < HOLD_AT_MOST
+        });
+        let mut kept = match fresh {
+            Some(kept) => kept,
+            None => Held {
                 conn: self.pool.acquire().await?,
                 taken: now,
                 used: now,
@@ -304,8 +305,9 @@ impl PostgresWriter {
         };
         let written = write_rows(&mut kept.conn, rows).await;
         // A failed batch's connection is not kept: dropped, the pool pings it and closes it
-        // if the failure was the connection's.
-        if written.is_ok() {
+        // if the failure was the connection's. Nor is any in a pool of one, whose readers
+        // would wait for it.
+        if written.is_ok() && self.pool.options().get_max_connections() > 1 {
             kept.used = Instant::now();
             *held = Some(kept);
         }
