@@ -14,14 +14,14 @@
 
 use std::collections::BTreeMap;
 
-/// The processes counted, by their `comm` name, and the name they are reported under.
-const COUNTED: [(&str, &str); 6] = [
+/// The processes counted, by their `comm` name, and the name they are reported under. wrk
+/// is not among them: it is counted from the harness's reaped children (see above).
+const COUNTED: [(&str, &str); 5] = [
     ("api_service", "api_service"),
     ("quote_service", "quote_service"),
     ("fake_stooq", "fake_stooq"),
     ("postgres", "postgresql"),
     ("beam.smp", "rabbitmq"),
-    ("wrk", "wrk"),
 ];
 
 /// CPU ticks spent so far, per process.
@@ -71,8 +71,8 @@ impl Snapshot {
         snapshot
     }
 
-    /// Microseconds of CPU per request between `self` and `later`, per reported name (wrk
-    /// included, from the reaped children's time). A process that started during the run
+    /// Microseconds of CPU per request between `self` and `later`, per reported name, wrk's
+    /// from the reaped children's time. A process that started during the run
     /// counts from zero; one that ended during it is missing from `later` and not counted.
     pub fn per_request(&self, later: &Snapshot, requests: u64) -> BTreeMap<String, f64> {
         let us_per_tick = 1e6 / ticks_per_second();
@@ -82,7 +82,10 @@ impl Snapshot {
             let before = self.processes.get(&(pid, name)).copied().unwrap_or(0);
             *spent.entry(name.to_owned()).or_default() += after.saturating_sub(before);
         }
-        *spent.entry("wrk".to_owned()).or_default() += later.children.saturating_sub(self.children);
+        spent.insert(
+            "wrk".to_owned(),
+            later.children.saturating_sub(self.children),
+        );
         spent.insert(
             "bench".to_owned(),
             later.harness.saturating_sub(self.harness),
