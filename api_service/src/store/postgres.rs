@@ -680,12 +680,8 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &NewHistoryEntry)> =
             entries.iter().map(|entry| (user_id, entry)).collect();
-        async {
-            let mut conn = self.pool.acquire().await?;
-            write_rows(&mut conn, &rows).await
-        }
-        .await
-        .map_err(|err| at_endpoint(err, &self.endpoint))
+        self.named(async { write_rows(&mut *self.conn().await?, &rows).await })
+            .await
     }
 
     fn pool_stats(&self) -> PoolStats {
