@@ -115,6 +115,13 @@ impl Comparison {
         }
     }
 
+    fn side_mut(&mut self, side: Side) -> &mut Vec<Measured> {
+        match side {
+            Side::Baseline => &mut self.baseline,
+            Side::Candidate => &mut self.candidate,
+        }
+    }
+
     /// Median of `f` over one build's rounds.
     pub fn median_of(&self, side: Side, f: impl Fn(&Measured) -> Option<f64>) -> f64 {
         median(&self.side(side).iter().filter_map(f).collect::<Vec<_>>())
@@ -156,10 +163,7 @@ impl Comparisons {
                     self.rows.last_mut().expect("just pushed")
                 }
             };
-            match side {
-                Side::Baseline => row.baseline.push(measured),
-                Side::Candidate => row.candidate.push(measured),
-            }
+            row.side_mut(side).push(measured);
         }
     }
 
@@ -175,11 +179,7 @@ impl Comparisons {
             if row.name.starts_with("stock-hot") || row.name == "stock-rpc" {
                 let echo = echoes.iter().find(|e| e.connections == row.connections);
                 for side in [Side::Baseline, Side::Candidate] {
-                    let runs = match side {
-                        Side::Baseline => &mut row.baseline,
-                        Side::Candidate => &mut row.candidate,
-                    };
-                    for m in runs {
+                    for m in row.side_mut(side) {
                         m.ratio_to_echo = echo
                             .and_then(|e| e.side(side).iter().find(|x| x.round == m.round))
                             .map(|x| m.figures.rps / x.figures.rps);

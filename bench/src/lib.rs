@@ -256,26 +256,25 @@ pub async fn compare(settings: Settings) -> Result<compare::ComparisonSummary> {
     };
     wrk_present()?;
     let work_dir = settings.work_dir.join(stamp());
-    let mut configs = Vec::new();
-    for (side, dir) in [
-        (Side::Baseline, &settings.bin_dir),
-        (Side::Candidate, &candidate_dir),
-    ] {
-        let name = format!("{side:?}").to_lowercase();
-        let bins = snapshot_binaries(dir, &work_dir.join(&name).join("bin"))?;
-        let mut cfg = config(&settings, bins, work_dir.join(&name));
-        cfg.runs = 1;
-        configs.push((side, cfg));
-    }
+    // One run per build and round: the rounds are the runs.
+    let build = |dir: &std::path::Path, name: &str| -> Result<Config> {
+        let bins = snapshot_binaries(dir, &work_dir.join(name).join("bin"))?;
+        Ok(Config {
+            runs: 1,
+            ..config(&settings, bins, work_dir.join(name))
+        })
+    };
+    let baseline = build(&settings.bin_dir, "baseline")?;
+    let candidate = build(&candidate_dir, "candidate")?;
     let mut comparisons = compare::Comparisons::default();
     let mut failures = Vec::new();
     for scenario in plan_scenarios(&settings.scenarios) {
         for round in 0..usize::from(settings.runs) {
             for side in compare::order(round) {
-                let (_, base) = configs
-                    .iter()
-                    .find(|(s, _)| *s == side)
-                    .expect("both builds are configured");
+                let base = match side {
+                    Side::Baseline => &baseline,
+                    Side::Candidate => &candidate,
+                };
                 let cfg = Config {
                     work_dir: base.work_dir.join(format!("round-{round}")),
                     ..base.clone()
@@ -323,7 +322,7 @@ pub async fn compare(settings: Settings) -> Result<compare::ComparisonSummary> {
         failures,
     };
     write_outputs(&settings.output, &summary, &table)?;
-    for (_, cfg) in &configs {
+    for cfg in [&baseline, &candidate] {
         let _ = std::fs::remove_dir_all(cfg.work_dir.join("bin"));
     }
     Ok(summary)
