@@ -1314,48 +1314,60 @@ async fn backends_that_wrote_history(raw: &store::PostgresStore) -> i64 {
 
 /// Batches one after another commit on one connection: handing it back to the pool after
 /// each would cost a ping round trip per batch (sqlx pings whatever returns to its pool) and
-/// move the next batch to another connection meanwhile.
+/// move the next batch to another connection meanwhile. (Within half a second: a connection
+/// goes back to the pool a second after it left it, on purpose.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_batches_in_a_row_commit_on_one_connection() {
-    let Some((_db, store, raw)) = postgres_with_raw().await else {
-        return;
-    };
-    let u = store.create_user(user("steady")).await.unwrap();
-
-    for i in 0..20 {
-        store.record_quote(u.id, quote("ROW.US", i)).await.unwrap();
-    }
-
-    assert_eq!(backends_that_wrote_history(&raw).await, 1);
-    assert_eq!(all_history(&store, u.id).await.len(), 20);
-    raw.pool().close().await;
-}
-
-/// A writer with nothing to write gives its connection back, so readers get the whole pool.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_quiet_writer_gives_its_connection_back_to_the_pool() {
     use std::time::{Duration, Instant};
 
     let Some((_db, store, raw)) = postgres_with_raw().await else {
         return;
     };
+    let u = store.create_user(user("steady")).await.unwrap();
+
+    let started = Instant::now();
+    let mut written = 0;
+    while written < 20 && (written < 3 || started.elapsed() < Duration::from_millis(500)) {
+        store
+            .record_quote(u.id, quote("ROW.US", written))
+            .await
+            .unwrap();
+        written += 1;
+    }
+
+    assert_eq!(backends_that_wrote_history(&raw).await, 1);
+    assert_eq!(all_history(&store, u.id).await.len(), written as usize);
+    raw.pool().close().await;
+}
+
+/// A connection whose operation ran to the end is kept out of the pool for the next
+/// operation (no ping on its way back), and a quiet store gives it back: the pool's own
+/// upkeep and anything asking the pool directly get it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_quiet_store_gives_its_connections_back_to_the_pool() {
+    use std::time::{Duration, Instant};
+
+    let Some((_db, store, _raw)) = postgres_with_raw().await else {
+        return;
+    };
+    let pool = store.postgres_pool().expect("a PostgreSQL store");
     let u = store.create_user(user("quiet")).await.unwrap();
     store
         .record_quote(u.id, quote("QUIET.US", 0))
         .await
         .unwrap();
-    let busy = store.pool_stats();
+    assert_eq!(all_history(&store, u.id).await.len(), 1);
+    let stats = store.pool_stats();
     assert!(
-        busy.idle < busy.size as usize,
-        "the writer keeps its connection right after a batch: {busy:?}"
+        pool.num_idle() < pool.size() as usize,
+        "kept out of the pool right after the operations: {} of {} idle in it",
+        pool.num_idle(),
+        pool.size()
     );
+    assert_eq!(stats.idle, stats.size as usize, "yet idle: {stats:?}");
 
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = store.pool_stats();
-        if stats.idle == stats.size as usize {
-            break;
-        }
+    while pool.num_idle() < pool.size() as usize {
         assert!(Instant::now() < deadline, "never given back: {stats:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1364,7 +1376,101 @@ async fn postgres_a_quiet_writer_gives_its_connection_back_to_the_pool() {
         .await
         .unwrap();
     assert_eq!(all_history(&store, u.id).await.len(), 2);
-    raw.pool().close().await;
+}
+
+/// Many callers on a pool of two, reading and writing at once, while something else asks the
+/// pool itself (as the login throttle does): nobody waits out the acquire timeout for a
+/// connection that sits kept and unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kept_connections_reach_every_waiting_caller() {
+    use std::time::Duration;
+
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
+        return;
+    };
+    let store = open(&db).await;
+    let small: Arc<dyn Store> = Arc::new(store::PostgresStore::connect(db.url(), 2).await.unwrap());
+    let pool = small.postgres_pool().expect("a PostgreSQL store");
+    let u = store.create_user(user("crowd")).await.unwrap();
+
+    let callers = (0..64).map(|caller| {
+        let small = small.clone();
+        tokio::spawn(async move {
+            for i in 0..10 {
+                if caller % 4 == 0 {
+                    small.record_quote(u.id, quote("CROWD.US", i)).await?;
+                } else {
+                    small.history_page(u.id, None, None, 10).await?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+    });
+    let direct = tokio::spawn(async move {
+        for _ in 0..20 {
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<_, sqlx::Error>(())
+    });
+
+    for caller in callers.collect::<Vec<_>>() {
+        caller
+            .await
+            .unwrap()
+            .expect("every caller got a connection");
+    }
+    direct
+        .await
+        .unwrap()
+        .expect("the pool's direct user got one too");
+    assert_eq!(all_history(&store, u.id).await.len(), 16 * 10);
+}
+
+/// A read cancelled while its query runs (a client that went away) does not hand its
+/// connection on as ready for the next operation: it goes back to the pool, whose ping waits
+/// out the query's answer, and the next read on it gets its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cancelled_read_gives_its_connection_back_to_the_pool() {
+    use sqlx::Connection;
+    use std::time::{Duration, Instant};
+
+    let Some((db, store, single)) = postgres_with_raw().await else {
+        return;
+    };
+    let a = store.create_user(user("first")).await.unwrap();
+    let b = store.create_user(user("second")).await.unwrap();
+    store.record_quote(a.id, quote("A.US", 0)).await.unwrap();
+    store.record_quote(b.id, quote("B.US", 1)).await.unwrap();
+    // Holds every read of `history` until committed.
+    let mut locker = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE history IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        single.history_page(a.id, None, None, 10),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the read waited for the lock");
+    lock.commit().await.unwrap();
+
+    // Well before a kept connection would go back (a second after it left the pool).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while single.pool().num_idle() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled read's connection was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = single.history_page(b.id, None, None, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].symbol, "B.US");
+    single.pool().close().await;
 }
 
 /// With a pool of one connection the writer keeps nothing: a read right after a write gets

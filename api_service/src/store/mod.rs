@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 mod errors;
 mod group_commit;
+mod kept_connections;
 mod migrations;
 mod pool;
 pub mod postgres;

@@ -8,18 +8,17 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
+use sqlx::{Connection, Row};
 use tracing::instrument;
 
 use super::errors::{at_endpoint, postgres_endpoint};
 use super::group_commit::{BatchWriter, GroupCommit};
+use super::kept_connections::{Connections, KeptConnection};
 use super::pool;
 use super::{
     ChangeOutcome, HistoryEntry, MAX_REVOKED_PER_USER, NewHistoryEntry, NewUser, PoolStats,
@@ -37,6 +36,8 @@ const ROWS_PER_STATEMENT: usize = 10_000;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Every operation's way to the pool.
+    connections: Connections,
     commits: GroupCommit,
     /// `host:port` of the server, named in start-up and readiness errors.
     endpoint: String,
@@ -77,9 +78,14 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|err| at_endpoint(err.into(), &endpoint))?;
-        let commits = GroupCommit::spawn(PostgresWriter::new(pool.clone(), endpoint.clone()));
+        let connections = Connections::new(pool.clone());
+        let commits = GroupCommit::spawn(PostgresWriter {
+            connections: connections.clone(),
+            endpoint: endpoint.clone(),
+        });
         Ok(PostgresStore {
             pool,
+            connections,
             commits,
             endpoint,
         })
@@ -97,12 +103,10 @@ impl PostgresStore {
         op.await.map_err(|err| at_endpoint(err, &self.endpoint))
     }
 
-    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+    /// A connection for one operation; hand it back with `done()` once the operation has
+    /// run to the end (see `kept_connections.rs`).
+    async fn conn(&self) -> Result<KeptConnection, StoreError> {
+        Ok(self.connections.acquire().await?)
     }
 
     /// The underlying pool, for tests and benchmarks that need raw SQL.
@@ -237,32 +241,15 @@ async fn insert_rows(
     Ok(())
 }
 
-/// The group-commit writer's side of the store: one batch at a time, on a connection it
-/// keeps between batches (see [`Held`]).
+/// The group-commit writer's side of the store: one batch at a time. Its connection comes
+/// back to it from batch to batch without sqlx's ping (see `kept_connections.rs`): at one
+/// request per batch (low load) that ping was more than a third of PostgreSQL's CPU per
+/// request (see BENCHMARKS.md, round five).
 struct PostgresWriter {
-    pool: PgPool,
+    connections: Connections,
     /// Named in outages (see [`at_endpoint`]).
     endpoint: String,
-    held: Arc<tokio::sync::Mutex<Option<Held>>>,
 }
-
-/// A connection the writer keeps between batches. Handing it back to the pool after every
-/// batch costs a round trip: sqlx 0.9 pings every connection that returns to its pool (not
-/// configurable), on a task of its own, and the next batch meanwhile lands on another
-/// connection. At one request per batch (low load) that was more than a third of
-/// PostgreSQL's CPU per request (see BENCHMARKS.md, round five). It is kept only while the
-/// pool would hand it out without a ping (used within [`PING_IF_IDLE_FOR`]) and for at most
-/// [`HOLD_AT_MOST`], so the pool's upkeep still reaches it; a quiet writer gives it back
-/// ([`release_idle`]) rather than keep it from the readers, and a pool of one connection is
-/// never kept from them at all.
-struct Held {
-    conn: PoolConnection<Postgres>,
-    taken: Instant,
-    used: Instant,
-}
-
-/// How long the writer may keep one connection before handing it back to the pool.
-const HOLD_AT_MOST: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl BatchWriter for PostgresWriter {
@@ -276,59 +263,13 @@ impl BatchWriter for PostgresWriter {
 }
 
 impl PostgresWriter {
-    fn new(pool: PgPool, endpoint: String) -> Self {
-        let held = Arc::new(tokio::sync::Mutex::new(None));
-        tokio::spawn(release_idle(Arc::downgrade(&held)));
-        Self {
-            pool,
-            endpoint,
-            held,
-        }
-    }
-
     async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
-        let mut held = self.held.lock().await;
-        let now = Instant::now();
-        // One kept too long goes back to the pool (dropped, so the pool checks it) before
-        // another is asked for: with a small pool, holding it would wait for itself.
-        let fresh = held.take().filter(|kept| {
-            now.duration_since(kept.used) < PING_IF_IDLE_FOR
-                && now.duration_since(kept.taken) < HOLD_AT_MOST
-        });
-        let mut kept = match fresh {
-            Some(kept) => kept,
-            None => Held {
-                conn: self.pool.acquire().await?,
-                taken: now,
-                used: now,
-            },
-        };
-        let written = write_rows(&mut kept.conn, rows).await;
-        // A failed batch's connection is not kept: dropped, the pool pings it and closes it
-        // if the failure was the connection's. Nor is any in a pool of one, whose readers
-        // would wait for it.
-        if written.is_ok() && self.pool.options().get_max_connections() > 1 {
-            kept.used = Instant::now();
-            *held = Some(kept);
-        }
-        written
-    }
-}
-
-/// Gives the writer's connection back to the pool once no batch has used it for
-/// [`PING_IF_IDLE_FOR`]. Ends with the writer.
-async fn release_idle(held: std::sync::Weak<tokio::sync::Mutex<Option<Held>>>) {
-    loop {
-        tokio::time::sleep(PING_IF_IDLE_FOR).await;
-        let Some(held) = held.upgrade() else { return };
-        // A batch in progress holds the lock: the connection is in use.
-        if let Ok(mut held) = held.try_lock()
-            && held
-                .as_ref()
-                .is_some_and(|kept| kept.used.elapsed() >= PING_IF_IDLE_FOR)
-        {
-            held.take();
-        }
+        let mut conn = self.connections.acquire().await?;
+        // A failed batch's connection is dropped instead: the pool pings it and closes it if
+        // the failure was the connection's.
+        write_rows(&mut conn, rows).await?;
+        conn.done();
+        Ok(())
     }
 }
 
@@ -355,6 +296,7 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let created_at = truncate_to_micros(Utc::now());
             let row = sqlx::query(
                 "INSERT INTO users (username, password_hash, role, created_at) \
@@ -364,8 +306,9 @@ impl Store for PostgresStore {
             .bind(&user.password_hash)
             .bind(user.role.as_str())
             .bind(created_at)
-            .fetch_one(&mut *self.conn().await?)
+            .fetch_one(&mut *conn)
             .await?;
+            conn.done();
             Ok(User {
                 id: row.try_get("id")?,
                 username: user.username,
@@ -381,12 +324,14 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
             )))
             .bind(username)
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&mut *conn)
             .await?;
+            conn.done();
             Ok(row.as_ref().map(user_from_row).transpose()?)
         })
         .await
@@ -395,12 +340,14 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres", user_id = id))]
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
             )))
             .bind(id)
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&mut *conn)
             .await?;
+            conn.done();
             Ok(row.as_ref().map(user_from_row).transpose()?)
         })
         .await
@@ -409,6 +356,7 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres", limit = limit))]
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             // Byte order (COLLATE "C"), as on SQLite, whatever the database's collation; served
             // by the `users_username_bytes` index (migration 6) as one range scan.
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -417,8 +365,9 @@ impl Store for PostgresStore {
             )))
             .bind(after.unwrap_or(""))
             .bind(i64::from(limit))
-            .fetch_all(&mut *self.conn().await?)
+            .fetch_all(&mut *conn)
             .await?;
+            conn.done();
             Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
         })
         .await
@@ -427,10 +376,12 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let done = sqlx::query("DELETE FROM users WHERE username = $1")
                 .bind(username)
-                .execute(&mut *self.conn().await?)
+                .execute(&mut *conn)
                 .await?;
+            conn.done();
             Ok(done.rows_affected() > 0)
         })
         .await
@@ -443,7 +394,8 @@ impl Store for PostgresStore {
         change: UserChange,
     ) -> Result<ChangeOutcome, StoreError> {
         self.named(async {
-            let mut tx = self.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = conn.begin().await?;
             // Every admin row and the target, locked together in id order (the order history
             // writes lock users in, so the two cannot deadlock): concurrent demotions or
             // deletions of the last admins queue here, and each sees what the one before it
@@ -492,6 +444,7 @@ impl Store for PostgresStore {
                 }
             };
             tx.commit().await?;
+            conn.done();
             Ok(outcome)
         })
         .await
@@ -500,7 +453,8 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres", user_id = token.user_id))]
     async fn revoke_token(&self, token: RevokedToken, now: i64) -> Result<(), StoreError> {
         self.named(async {
-            let mut tx = self.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = conn.begin().await?;
             // The user's row lock orders this user's logouts (the count below stays exact); a
             // deleted user has no tokens left to revoke.
             let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
@@ -541,6 +495,7 @@ impl Store for PostgresStore {
                 .await?;
             }
             tx.commit().await?;
+            conn.done();
             Ok(())
         })
         .await
@@ -549,13 +504,16 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres", user_id = user_id))]
     async fn revoked_tokens(&self, user_id: i64, now: i64) -> Result<Vec<String>, StoreError> {
         self.named(async {
-            Ok(sqlx::query_scalar(
+            let mut conn = self.conn().await?;
+            let jtis = sqlx::query_scalar(
                 "SELECT jti FROM revoked_tokens WHERE user_id = $1 AND expires_at > $2",
             )
             .bind(user_id)
             .bind(now)
-            .fetch_all(&mut *self.conn().await?)
-            .await?)
+            .fetch_all(&mut *conn)
+            .await?;
+            conn.done();
+            Ok(jtis)
         })
         .await
     }
@@ -568,14 +526,16 @@ impl Store for PostgresStore {
         new: &str,
     ) -> Result<bool, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let done = sqlx::query(
                 "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
             )
             .bind(new)
             .bind(user_id)
             .bind(old)
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *conn)
             .await?;
+            conn.done();
             Ok(done.rows_affected() > 0)
         })
         .await
@@ -604,6 +564,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             // A missing cursor is "before the end of time": one query shape per filter, one index
             // range scan (an `$2 IS NULL OR` form would defeat the index in a generic plan). The
             // symbol form uses `history_user_symbol_seq` (migration 7), whose expression
@@ -628,7 +589,8 @@ impl Store for PostgresStore {
                 Some(symbol) => query.bind(symbol.to_ascii_uppercase()),
                 None => query,
             };
-            let rows = query.fetch_all(&mut *self.conn().await?).await?;
+            let rows = query.fetch_all(&mut *conn).await?;
+            conn.done();
             Ok(rows
                 .iter()
                 .map(history_from_row)
@@ -640,13 +602,15 @@ impl Store for PostgresStore {
     #[instrument(skip_all, fields(backend = "postgres", n = n))]
     async fn top_stocks(&self, n: u32) -> Result<Vec<StockCount>, StoreError> {
         self.named(async {
+            let mut conn = self.conn().await?;
             let rows = sqlx::query(
                 "SELECT symbol, times_requested FROM stock_counters \
                  ORDER BY times_requested DESC, symbol ASC LIMIT $1",
             )
             .bind(i64::from(n))
-            .fetch_all(&mut *self.conn().await?)
+            .fetch_all(&mut *conn)
             .await?;
+            conn.done();
             Ok(rows
                 .iter()
                 .map(pool::stock_count)
@@ -657,7 +621,13 @@ impl Store for PostgresStore {
 
     #[instrument(skip_all, fields(backend = "postgres"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        self.named(async { pool::ping(&self.pool).await }).await
+        self.named(async {
+            let mut conn = self.conn().await?;
+            conn.ping().await?;
+            conn.done();
+            Ok(())
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(backend = "postgres"))]
@@ -680,12 +650,20 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &NewHistoryEntry)> =
             entries.iter().map(|entry| (user_id, entry)).collect();
-        self.named(async { write_rows(&mut *self.conn().await?, &rows).await })
-            .await
+        self.named(async {
+            let mut conn = self.conn().await?;
+            write_rows(&mut conn, &rows).await?;
+            conn.done();
+            Ok(())
+        })
+        .await
     }
 
     fn pool_stats(&self) -> PoolStats {
-        pool::occupancy(&self.pool)
+        let mut stats = pool::occupancy(&self.pool);
+        // Kept out of the pool, but just as free for the next operation.
+        stats.idle += self.connections.idle();
+        stats
     }
 
     fn postgres_pool(&self) -> Option<sqlx::PgPool> {
