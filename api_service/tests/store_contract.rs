@@ -1347,9 +1347,10 @@ async fn postgres_batches_in_a_row_commit_on_one_connection() {
 async fn postgres_a_quiet_store_gives_its_connections_back_to_the_pool() {
     use std::time::{Duration, Instant};
 
-    let Some((_db, store, _raw)) = postgres_with_raw().await else {
+    let Some(db) = provision::fresh_postgres_or_skip().await else {
         return;
     };
+    let store = open(&db).await;
     let pool = store.postgres_pool().expect("a PostgreSQL store");
     let u = store.create_user(user("quiet")).await.unwrap();
     store
@@ -1368,7 +1369,12 @@ async fn postgres_a_quiet_store_gives_its_connections_back_to_the_pool() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while pool.num_idle() < pool.size() as usize {
-        assert!(Instant::now() < deadline, "never given back: {stats:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never given back: {} of {} idle in the pool",
+            pool.num_idle(),
+            pool.size()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     store
@@ -1473,8 +1479,8 @@ async fn postgres_a_cancelled_read_gives_its_connection_back_to_the_pool() {
     single.pool().close().await;
 }
 
-/// With a pool of one connection the writer keeps nothing: a read right after a write gets
-/// the connection at once instead of waiting for the writer to go quiet.
+/// With a pool of one connection, a read right after a write gets the connection at once:
+/// the writer hands it to the waiting read instead of keeping it until it goes quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_pool_of_one_is_never_kept_from_its_readers() {
     use std::time::Duration;

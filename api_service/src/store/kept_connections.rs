@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 /// How long a connection may stay out of the pool, used operation after operation, before
 /// it goes back (and gets its ping): one ping per connection per second at most under load,
 /// instead of one per operation.
-pub(super) const KEEP_AT_MOST: Duration = Duration::from_secs(1);
+const KEEP_AT_MOST: Duration = Duration::from_secs(1);
 
 /// The store's way to its pool's connections.
 #[derive(Clone)]

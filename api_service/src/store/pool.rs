@@ -1,5 +1,7 @@
 //! What both backends do the same way whatever their SQL dialect: pool occupancy for
-//! `/metrics`, the readiness round trip, and reading a stats row.
+//! `/metrics` (PostgreSQL adds the connections `kept_connections.rs` holds idle), the
+//! readiness round trip (SQLite; PostgreSQL's goes through its kept connections), and
+//! reading a stats row.
 
 use sqlx::{ColumnIndex, Connection, Database, Decode, Pool, Row, Type};
 
