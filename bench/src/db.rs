@@ -141,10 +141,11 @@ impl BenchDb {
         }
     }
 
-    /// Oldest and newest history id of one user.
+    /// Oldest and newest history cursor value of one user: the row's position (`seq`) on
+    /// PostgreSQL, its `id` on SQLite (what each store's pages and cursors go by).
     pub async fn id_range(&self, user_id: i64) -> Result<(i64, i64)> {
         let sql =
-            "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM history WHERE user_id = $1";
+            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM history WHERE user_id = $1";
         let sqlite_sql =
             "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM history WHERE user_id = ?";
         Ok(match &self.pool {

@@ -71,6 +71,11 @@ const POSTGRES: &[Script] = &[
         "lighter history writes",
         include_str!("../../migrations/postgres/0008_lighter_history_writes.sql"),
     ),
+    (
+        9,
+        "history without id",
+        include_str!("../../migrations/postgres/0009_history_without_id.sql"),
+    ),
 ];
 
 fn migrator(scripts: &[Script]) -> Migrator {
