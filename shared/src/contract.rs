@@ -127,13 +127,14 @@ pub struct VersionProbe {
 /// The answer to a [`BatchQuoteRequest`]: one result per requested symbol, or an error for
 /// the request as a whole (unreadable, too many symbols, the deadline passed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "wire::BatchQuoteReply")]
 pub struct BatchQuoteReply {
     pub v: u16,
     #[serde(flatten)]
     pub result: BatchResult,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum BatchResult {
     Ok { results: Vec<QuoteResult> },
@@ -319,6 +320,7 @@ impl QuoteError {
 
 /// The answer to a [`QuoteRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "wire::QuoteReply")]
 pub struct QuoteReply {
     pub v: u16,
     #[serde(flatten)]
@@ -326,7 +328,11 @@ pub struct QuoteReply {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[serde(
+    tag = "status",
+    rename_all = "snake_case",
+    try_from = "wire::QuoteResult"
+)]
 pub enum QuoteResult {
     Ok { quote: Quote },
     Error { error: QuoteError },
@@ -383,6 +389,91 @@ impl From<Result<Quote, QuoteError>> for QuoteReply {
         match r {
             Ok(q) => Self::ok(q),
             Err(e) => e.into(),
+        }
+    }
+}
+
+/// How replies are read. Their shape is `{"v", "status", and "quote" / "results" / "error"}`:
+/// serde's derive for that (`flatten` over an enum tagged by `status`) first copies the whole
+/// message into a tree of owned keys and values and then reads the tree, every quote of a
+/// batch twice over. These flat mirrors read the bytes once, straight into the types, and then
+/// check what the tag promised. What is accepted and refused is unchanged: unknown fields are
+/// ignored, an unknown status or code and a missing quote, results or error are refused.
+mod wire {
+    use serde::Deserialize;
+
+    use super::{BatchResult, Quote, QuoteError};
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Status {
+        Ok,
+        Error,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct QuoteResult {
+        status: Status,
+        quote: Option<Quote>,
+        error: Option<QuoteError>,
+    }
+
+    impl TryFrom<QuoteResult> for super::QuoteResult {
+        type Error = &'static str;
+
+        fn try_from(wire: QuoteResult) -> Result<Self, &'static str> {
+            match (wire.status, wire.quote, wire.error) {
+                (Status::Ok, Some(quote), _) => Ok(Self::Ok { quote }),
+                (Status::Ok, None, _) => Err("missing field `quote`"),
+                (Status::Error, _, Some(error)) => Ok(Self::Error { error }),
+                (Status::Error, _, None) => Err("missing field `error`"),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct QuoteReply {
+        v: u16,
+        status: Status,
+        quote: Option<Quote>,
+        error: Option<QuoteError>,
+    }
+
+    impl TryFrom<QuoteReply> for super::QuoteReply {
+        type Error = &'static str;
+
+        fn try_from(wire: QuoteReply) -> Result<Self, &'static str> {
+            let result = QuoteResult {
+                status: wire.status,
+                quote: wire.quote,
+                error: wire.error,
+            };
+            Ok(Self {
+                v: wire.v,
+                result: result.try_into()?,
+            })
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct BatchQuoteReply {
+        v: u16,
+        status: Status,
+        results: Option<Vec<super::QuoteResult>>,
+        error: Option<QuoteError>,
+    }
+
+    impl TryFrom<BatchQuoteReply> for super::BatchQuoteReply {
+        type Error = &'static str;
+
+        fn try_from(wire: BatchQuoteReply) -> Result<Self, &'static str> {
+            let result = match (wire.status, wire.results, wire.error) {
+                (Status::Ok, Some(results), _) => BatchResult::Ok { results },
+                (Status::Ok, None, _) => return Err("missing field `results`"),
+                (Status::Error, _, Some(error)) => BatchResult::Error { error },
+                (Status::Error, _, None) => return Err("missing field `error`"),
+            };
+            Ok(Self { v: wire.v, result })
         }
     }
 }
@@ -508,6 +599,49 @@ mod tests {
         // malformed reply (see `ErrorCode::BadRequest`), never some other code.
         let json = r#"{"v":1,"status":"error","error":{"code":"from_the_future","message":"m"}}"#;
         assert!(serde_json::from_str::<QuoteReply>(json).is_err());
+    }
+
+    #[test]
+    fn replies_without_what_their_status_promises_are_refused() {
+        for json in [
+            r#"{"v":1,"status":"ok"}"#,
+            r#"{"v":1,"status":"ok","error":{"code":"internal","message":"m"}}"#,
+            r#"{"v":1,"status":"error"}"#,
+            r#"{"v":1,"status":"maybe","quote":null}"#,
+            r#"{"v":1,"quote":{}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<QuoteReply>(json).is_err(),
+                "{json} was read as a reply"
+            );
+        }
+        for json in [
+            r#"{"v":2,"status":"ok"}"#,
+            r#"{"v":2,"status":"error","results":[]}"#,
+            r#"{"v":2,"status":"ok","results":[{"status":"ok"}]}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<BatchQuoteReply>(json).is_err(),
+                "{json} was read as a batch reply"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_in_replies_are_ignored() {
+        let error = r#"{"code":"not_found","message":"m"}"#;
+        let json = format!(r#"{{"v":1,"status":"error","error":{error},"retry_in":5}}"#);
+        assert_eq!(
+            serde_json::from_str::<QuoteReply>(&json).unwrap(),
+            QuoteReply::error(ErrorCode::NotFound, "m")
+        );
+        let json = format!(
+            r#"{{"v":2,"status":"ok","took_ms":3,"results":[{{"status":"error","error":{error},"x":1}}]}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<BatchQuoteReply>(&json).unwrap(),
+            BatchQuoteReply::ok(vec![Err(QuoteError::new(ErrorCode::NotFound, "m")).into()])
+        );
     }
 
     #[test]
