@@ -422,12 +422,7 @@ mod wire {
         type Error = &'static str;
 
         fn try_from(wire: QuoteResult) -> Result<Self, &'static str> {
-            match (wire.status, wire.quote, wire.error) {
-                (Status::Ok, Some(quote), _) => Ok(Self::Ok { quote }),
-                (Status::Ok, None, _) => Err("missing field `quote`"),
-                (Status::Error, _, Some(error)) => Ok(Self::Error { error }),
-                (Status::Error, _, None) => Err("missing field `error`"),
-            }
+            result(wire.status, wire.quote, wire.error)
         }
     }
 
@@ -443,15 +438,23 @@ mod wire {
         type Error = &'static str;
 
         fn try_from(wire: QuoteReply) -> Result<Self, &'static str> {
-            let result = QuoteResult {
-                status: wire.status,
-                quote: wire.quote,
-                error: wire.error,
-            };
             Ok(Self {
                 v: wire.v,
-                result: result.try_into()?,
+                result: result(wire.status, wire.quote, wire.error)?,
             })
+        }
+    }
+
+    fn result(
+        status: Status,
+        quote: Option<Quote>,
+        error: Option<QuoteError>,
+    ) -> Result<super::QuoteResult, &'static str> {
+        match (status, quote, error) {
+            (Status::Ok, Some(quote), _) => Ok(super::QuoteResult::Ok { quote }),
+            (Status::Ok, None, _) => Err("missing field `quote`"),
+            (Status::Error, _, Some(error)) => Ok(super::QuoteResult::Error { error }),
+            (Status::Error, _, None) => Err("missing field `error`"),
         }
     }
 
