@@ -256,38 +256,31 @@ impl BatchWriter for PostgresWriter {
     async fn write_batch(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
         // Named here, not by the store's callers: the writer logs and hands its errors to
         // every caller in the batch.
-        self.write(rows)
+        write_rows(&self.connections, rows)
             .await
             .map_err(|err| at_endpoint(err, &self.endpoint))
     }
 }
 
-impl PostgresWriter {
-    async fn write(&self, rows: &[(i64, &NewHistoryEntry)]) -> Result<(), StoreError> {
-        let mut conn = self.connections.acquire().await?;
-        // A failed batch's connection is dropped instead: the pool pings it and closes it if
-        // the failure was the connection's.
-        write_rows(&mut conn, rows).await?;
-        conn.done();
-        Ok(())
-    }
-}
-
-/// Rows and their counter increments, committed together.
+/// Rows and their counter increments, committed together on a connection of their own. A
+/// failed write's connection is dropped instead of handed back: the pool pings it and closes
+/// it if the failure was the connection's.
 async fn write_rows(
-    conn: &mut sqlx::PgConnection,
+    connections: &Connections,
     rows: &[(i64, &NewHistoryEntry)],
 ) -> Result<(), StoreError> {
+    let mut conn = connections.acquire().await?;
     if rows.len() <= ROWS_PER_STATEMENT {
         // One statement commits on its own: no BEGIN/COMMIT round trips.
-        insert_rows(conn, rows).await?;
-        return Ok(());
+        insert_rows(&mut conn, rows).await?;
+    } else {
+        let mut tx = conn.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            insert_rows(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
     }
-    let mut tx = conn.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        insert_rows(&mut tx, chunk).await?;
-    }
-    tx.commit().await?;
+    conn.done();
     Ok(())
 }
 
@@ -650,13 +643,7 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let rows: Vec<(i64, &NewHistoryEntry)> =
             entries.iter().map(|entry| (user_id, entry)).collect();
-        self.named(async {
-            let mut conn = self.conn().await?;
-            write_rows(&mut conn, &rows).await?;
-            conn.done();
-            Ok(())
-        })
-        .await
+        self.named(write_rows(&self.connections, &rows)).await
     }
 
     fn pool_stats(&self) -> PoolStats {
