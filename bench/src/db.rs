@@ -45,6 +45,45 @@ async fn drop_database(admin_url: &str, name: &str) {
     }
 }
 
+/// The server settings every report names: each changes what a `/stock` write costs, and a
+/// server tuned for CI (this project's machines run PostgreSQL with `autovacuum = off`) is
+/// not the one an operator runs.
+pub const REPORTED_SETTINGS: &[&str] = &[
+    "autovacuum",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+];
+
+/// `PostgreSQL <version>: name=value, ...` for [`REPORTED_SETTINGS`], in that order and in the
+/// server's own units, read from the server at `pg_base`.
+pub async fn server_settings(pg_base: &str) -> Result<String> {
+    let url = format!("{}/postgres", pg_base.trim_end_matches('/'));
+    let mut conn = PgConnection::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&mut conn)
+        .await?;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, current_setting(name) FROM unnest($1::text[]) WITH ORDINALITY AS s(name, k) \
+         ORDER BY k",
+    )
+    .bind(REPORTED_SETTINGS)
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    let settings: Vec<String> = settings
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    Ok(format!("PostgreSQL {version}: {}", settings.join(", ")))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {

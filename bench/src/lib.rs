@@ -224,7 +224,7 @@ pub async fn run(settings: Settings) -> Result<Summary> {
     }
     let summary = Summary {
         generated_at: chrono::Utc::now().to_rfc3339(),
-        machine: Machine::detect(),
+        machine: Machine::detect(&settings.pg_base).await,
         duration_s: settings.duration.as_secs_f64(),
         warmup_s: settings.warmup.as_secs_f64(),
         runs: settings.runs,
@@ -312,7 +312,7 @@ pub async fn compare(settings: Settings) -> Result<compare::ComparisonSummary> {
     }
     let summary = compare::ComparisonSummary {
         generated_at: chrono::Utc::now().to_rfc3339(),
-        machine: Machine::detect(),
+        machine: Machine::detect(&settings.pg_base).await,
         baseline_bin_dir: settings.bin_dir.display().to_string(),
         candidate_bin_dir: candidate_dir.display().to_string(),
         duration_s: settings.duration.as_secs_f64(),

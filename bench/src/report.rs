@@ -25,10 +25,25 @@ pub struct Machine {
     pub kernel: String,
     pub wrk: String,
     pub git_commit: String,
+    /// The PostgreSQL server and the settings of it that decide what a write costs
+    /// ([`crate::db::server_settings`]), or why they could not be read.
+    pub postgres: String,
 }
 
 impl Machine {
-    pub fn detect() -> Self {
+    /// This machine, with the PostgreSQL server at `pg_base` (the one every PostgreSQL
+    /// scenario uses).
+    pub async fn detect(pg_base: &str) -> Self {
+        let postgres = crate::db::server_settings(pg_base)
+            .await
+            .unwrap_or_else(|err| format!("PostgreSQL settings unknown: {err:#}"));
+        Self {
+            postgres,
+            ..Self::detect_host()
+        }
+    }
+
+    fn detect_host() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -72,6 +87,7 @@ impl Machine {
                 .unwrap_or_default()
                 .to_owned(),
             git_commit: command_line("git", &["rev-parse", "--short", "HEAD"]),
+            postgres: String::new(),
         }
     }
 }
@@ -383,6 +399,7 @@ pub fn markdown(
         machine.wrk,
         machine.git_commit
     );
+    let _ = writeln!(s, "{}.\n", machine.postgres);
     let _ = writeln!(
         s,
         "| scenario | conns | req/s | x echo | x http | p50 ms | p99 ms | max ms | errors | checks |"

@@ -49,3 +49,25 @@ async fn databases_of_a_run_that_never_closed_them_are_dropped_on_interruption()
         "{name} is still there"
     );
 }
+
+#[tokio::test]
+async fn reports_name_the_settings_the_server_runs_with() {
+    let Some(mut admin) = admin_or_skip().await else {
+        return;
+    };
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+
+    let line = bench::db::server_settings(&pg_base()).await.unwrap();
+
+    assert!(line.starts_with("PostgreSQL "), "{line}");
+    assert!(
+        line.contains(&format!(": autovacuum={autovacuum}, fsync=")),
+        "{line}"
+    );
+    for name in bench::db::REPORTED_SETTINGS {
+        assert!(line.contains(&format!("{name}=")), "{name} missing: {line}");
+    }
+}
