@@ -28,6 +28,12 @@ pub async fn drop_created() {
     }
 }
 
+/// The server's `postgres` database, from which databases are created, dropped and the
+/// settings read.
+fn admin_url(pg_base: &str) -> String {
+    format!("{}/postgres", pg_base.trim_end_matches('/'))
+}
+
 async fn drop_database(admin_url: &str, name: &str) {
     let result = async {
         let mut admin = PgConnection::connect(admin_url).await?;
@@ -62,10 +68,10 @@ pub const REPORTED_SETTINGS: &[&str] = &[
 /// `PostgreSQL <version>: name=value, ...` for [`REPORTED_SETTINGS`], in that order and in the
 /// server's own units, read from the server at `pg_base`.
 pub async fn server_settings(pg_base: &str) -> Result<String> {
-    let url = format!("{}/postgres", pg_base.trim_end_matches('/'));
-    let mut conn = PgConnection::connect(&url)
+    // Not naming the URL: this string goes into the report, and the URL may hold a password.
+    let mut conn = PgConnection::connect(&admin_url(pg_base))
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .context("connecting to PostgreSQL")?;
     let version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
         .fetch_one(&mut conn)
         .await?;
@@ -112,7 +118,7 @@ impl BenchDb {
         match backend {
             Backend::Postgres => {
                 let base = pg_base.trim_end_matches('/');
-                let admin_url = format!("{base}/postgres");
+                let admin_url = admin_url(pg_base);
                 let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = PgConnection::connect(&admin_url)
                     .await
