@@ -450,10 +450,21 @@ mod wire {
         quote: Option<Quote>,
         error: Option<QuoteError>,
     ) -> Result<super::QuoteResult, &'static str> {
-        match (status, quote, error) {
-            (Status::Ok, Some(quote), _) => Ok(super::QuoteResult::Ok { quote }),
-            (Status::Ok, None, _) => Err("missing field `quote`"),
-            (Status::Error, _, Some(error)) => Ok(super::QuoteResult::Error { error }),
+        promised(status, quote, error, "missing field `quote`").map(Into::into)
+    }
+
+    /// What `status` promised: the value on `ok`, the error on `error`; refused when the
+    /// promised field is missing (`missing`: the message naming the value's field).
+    fn promised<T>(
+        status: Status,
+        value: Option<T>,
+        error: Option<QuoteError>,
+        missing: &'static str,
+    ) -> Result<Result<T, QuoteError>, &'static str> {
+        match (status, value, error) {
+            (Status::Ok, Some(value), _) => Ok(Ok(value)),
+            (Status::Ok, None, _) => Err(missing),
+            (Status::Error, _, Some(error)) => Ok(Err(error)),
             (Status::Error, _, None) => Err("missing field `error`"),
         }
     }
@@ -470,11 +481,14 @@ mod wire {
         type Error = &'static str;
 
         fn try_from(wire: BatchQuoteReply) -> Result<Self, &'static str> {
-            let result = match (wire.status, wire.results, wire.error) {
-                (Status::Ok, Some(results), _) => BatchResult::Ok { results },
-                (Status::Ok, None, _) => return Err("missing field `results`"),
-                (Status::Error, _, Some(error)) => BatchResult::Error { error },
-                (Status::Error, _, None) => return Err("missing field `error`"),
+            let result = match promised(
+                wire.status,
+                wire.results,
+                wire.error,
+                "missing field `results`",
+            )? {
+                Ok(results) => BatchResult::Ok { results },
+                Err(error) => BatchResult::Error { error },
             };
             Ok(Self { v: wire.v, result })
         }
